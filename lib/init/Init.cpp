@@ -154,6 +154,7 @@ struct Init::Loop {
 
     void finish(int code) {
         exit_code = code;
+        spdlog::info("exiting with status {} ({} orphans reaped)", code, reaper.orphansReaped());
         deadline.cancel();
         io.stop();
     }

@@ -43,7 +43,8 @@ bool isFaultSignal(int sig) {
 }
 
 bool isForwardable(int sig) {
-    if (sig < 1 || sig > SIGRTMAX) return false;
+    // 32 and 33 sit below SIGRTMIN: glibc keeps them for its threads, no program can catch them.
+    if (sig < 1 || sig > SIGRTMAX || (sig > SIGSYS && sig < SIGRTMIN)) return false;
     return sig != SIGKILL && sig != SIGSTOP && sig != SIGCHLD && !isFaultSignal(sig);
 }
 

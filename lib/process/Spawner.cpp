@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <climits>
 #include <cstdlib>
+#include <cstring>
 #include <dirent.h>
 #include <fcntl.h>
 #include <linux/close_range.h>
@@ -118,6 +119,10 @@ Spawned Spawner::spawn(const SpawnRequest& request) const {
     ResolvedCommand resolved = resolveCommand(name, search.c_str());
     if (resolved.error)
         throw SpawnError(name + ": " + resolved.error.message(), resolved.error, resolved.exitCode());
+
+    if (!request.workdir.empty() && ::access(request.workdir.c_str(), X_OK) != 0)
+        throw SpawnError(name + ": working folder " + request.workdir + ": " + std::strerror(errno),
+                         std::error_code(errno, std::generic_category()), exit_code::kCannotExecute);
 
     CStrings argv(request.argv);
     CStrings envp(request.environment);

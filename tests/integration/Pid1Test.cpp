@@ -1,0 +1,151 @@
+// nixproc-init as PID 1 of a real PID namespace (unshare --pid --fork --mount-proc), and as a
+// subreaper outside one.
+#include "process/Signals.hpp"
+#include "support/Harness.hpp"
+
+#include <catch2/catch.hpp>
+#include <csignal>
+#include <fcntl.h>
+#include <unistd.h>
+
+using namespace harness;
+
+namespace {
+
+std::vector<std::string> init(std::vector<std::string> args) {
+    args.insert(args.begin(), initBinary());
+    return inPidNamespace(std::move(args));
+}
+
+} // namespace
+
+TEST_CASE("10,000 orphans are reaped and none is left", "[pid1]") {
+    Child c(init({"--", testkit(), "orphans", "10000"}));
+    CHECK(c.readLine(120s) == "orphans 10000 left, zombies 0");
+    REQUIRE(c.wait(120s) == 0);
+    CHECK_THAT(c.stderrText(), Catch::Contains("exiting with status 0 (10000 orphans reaped)"));
+}
+
+TEST_CASE("every forwardable signal reaches the child, and the init exits 128+N", "[pid1]") {
+    for (int sig = 1; sig <= SIGRTMAX; ++sig) {
+        if (!nixproc::isForwardable(sig)) continue;
+        DYNAMIC_SECTION(nixproc::signalName(sig)) {
+            Child c(init({"--", testkit(), "catch-all"}));
+            REQUIRE(c.readLine() == "ready");
+            REQUIRE(::kill(namespaceInit(c.pid()), sig) == 0);
+            CHECK(c.readLine() == "got " + std::to_string(sig));
+            CHECK(c.wait() == 128 + sig);
+        }
+    }
+}
+
+TEST_CASE("with -g a signal goes to the child's whole process group", "[pid1]") {
+    // sh's own child (the catch-all) is in sh's group; without -g only sh would get SIGUSR1.
+    Child c(init({"-g", "--", "sh", "-c", testkit() + " catch-all; exit 0"}));
+    REQUIRE(c.readLine() == "ready");
+    REQUIRE(::kill(namespaceInit(c.pid()), SIGUSR1) == 0);
+    CHECK(c.readLine() == "got " + std::to_string(SIGUSR1));
+    CHECK(c.wait() == 128 + SIGUSR1); // sh died of SIGUSR1 too
+}
+
+TEST_CASE("a child that ignores SIGTERM is killed when the grace is over", "[pid1]") {
+    Child c(init({"-t", "1", "--", testkit(), "ignore-term"}));
+    REQUIRE(c.readLine() == "ready");
+    REQUIRE(::kill(namespaceInit(c.pid()), SIGTERM) == 0);
+    CHECK(c.wait() == 128 + SIGKILL);
+    CHECK(c.secondsToExit() >= 1.0);
+    CHECK_THAT(c.stderrText(), Catch::Contains("grace of 1 s is over"));
+}
+
+TEST_CASE("leftover processes get SIGTERM when the main child exits, SIGKILL after the grace", "[pid1]") {
+    // One leftover stops on SIGTERM, one ignores it; the main child's status is kept.
+    Child c(init({"-t", "1", "--", "bash", "-c",
+                  "sleep 1000 & read -r line < <(exec " + testkit() + " ignore-term); echo $line; exit 3"}));
+    REQUIRE(c.readLine() == "ready");
+    CHECK(c.wait() == 3);
+    CHECK_THAT(c.stderrText(), Catch::Contains("stopping the processes the main child left behind"));
+    CHECK_THAT(c.stderrText(), Catch::Contains("SIGKILL to everything left"));
+}
+
+TEST_CASE("exit codes 0 to 255 pass through", "[pid1]") {
+    for (int code = 0; code <= 255; ++code) {
+        Child c(init({"-q", "--", "sh", "-c", "exit " + std::to_string(code)}));
+        INFO("exit " << code);
+        REQUIRE(c.wait() == code);
+    }
+}
+
+TEST_CASE("a missing command exits 127, a file that cannot be executed 126", "[pid1]") {
+    Child missing(init({"--", "no-such-command-anywhere"}));
+    CHECK(missing.wait() == 127);
+    CHECK_THAT(missing.stderrText(), Catch::Contains("no-such-command-anywhere: No such file or directory"));
+    Child not_exec(init({"--", "/etc/hostname"}));
+    CHECK(not_exec.wait() == 126);
+    Child usage(init({"--no-such-option"}));
+    CHECK(usage.wait() == 2);
+}
+
+TEST_CASE("the child gets the signal mask and ignored signals the init inherited", "[pid1]") {
+    std::vector<std::string> state{testkit(), "with-signals", "--block", "1,10,RTMIN+2", "--ignore", "12,13,22", "--"};
+    auto direct = state, via_init = state;
+    for (auto& a : inPidNamespace({testkit(), "sigstate"})) direct.push_back(a);
+    for (auto& a : init({"--", testkit(), "sigstate"})) via_init.push_back(a);
+    Child expected(direct), got(via_init);
+    auto blk = expected.readLine(), ign = expected.readLine();
+    REQUIRE(blk);
+    CHECK(*blk != "SigBlk:\t0000000000000000"); // the set-up itself worked
+    CHECK(got.readLine() == blk);
+    CHECK(got.readLine() == ign);
+    CHECK(got.wait() == 0);
+}
+
+TEST_CASE("the child starts with no file descriptor above 2", "[pid1]") {
+    int fd7 = ::open("/dev/null", O_RDONLY), fd9 = ::open("/dev/null", O_WRONLY);
+    Child c(init({"--", testkit(), "fds"}), {.keep_fds = {fd7, fd9}});
+    CHECK(c.readLine() == "fds 0 1 2");
+    CHECK(c.wait() == 0);
+    Child control({testkit(), "fds"}, {.keep_fds = {fd7, fd9}}); // the descriptors did reach the init
+    CHECK(control.readLine() != "fds 0 1 2");
+    ::close(fd7);
+    ::close(fd9);
+}
+
+TEST_CASE("the working directory is kept unless -w asks for another", "[pid1]") {
+    Child kept({initBinary(), "--", "pwd"});
+    char cwd[4096];
+    REQUIRE(::getcwd(cwd, sizeof cwd));
+    CHECK(kept.readLine() == std::string(cwd));
+    Child root({initBinary(), "-w", "/", "--", "pwd"});
+    CHECK(root.readLine() == "/");
+    Child missing({initBinary(), "-w", "/no/such/dir", "--", "pwd"});
+    CHECK(missing.wait() == 126);
+}
+
+TEST_CASE("not PID 1: it registers as a subreaper and adopts orphans", "[subreaper]") {
+    Child c({initBinary(), "--", testkit(), "orphan-parent"});
+    CHECK(c.readLine() == "orphan-ppid " + std::to_string(c.pid()));
+    CHECK(c.wait() == 0);
+    // Control: without an init in between, the orphan goes to some other ancestor.
+    Child bare({testkit(), "orphan-parent"});
+    CHECK(bare.readLine() != "orphan-ppid " + std::to_string(bare.pid()));
+}
+
+TEST_CASE("job control works on a terminal: Ctrl-Z, fg, Ctrl-C in an interactive shell", "[pid1][tty]") {
+    Child c(init({"--", "bash", "--norc", "--noprofile", "-i"}),
+            {.pty = true, .env = {"PS1=prompt$ ", "TERM=dumb"}});
+    REQUIRE(c.expect("prompt$ "));
+    // The job answers a line only while it holds the terminal: each answer proves it is in front.
+    c.send("bash -c 'while read -r l; do echo got:$l; done'\n");
+    c.send("one\n");
+    REQUIRE(c.expect("got:one"));
+    c.send("\x1a"); // Ctrl-Z: SIGTSTP to the foreground group, which the shell gave to the job
+    REQUIRE(c.expect("Stopped"));
+    REQUIRE(c.expect("prompt$ "));
+    c.send("fg\n");
+    c.send("two\n");
+    REQUIRE(c.expect("got:two"));
+    c.send("\x03"); // Ctrl-C ends the job, not the shell and not the init
+    REQUIRE(c.expect("prompt$ "));
+    c.send("exit 7\n");
+    CHECK(c.wait() == 7);
+}

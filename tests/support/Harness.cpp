@@ -1,0 +1,173 @@
+#include "support/Harness.hpp"
+
+#include "process/Children.hpp"
+
+#include <cerrno>
+#include <csignal>
+#include <cstring>
+#include <fcntl.h>
+#include <poll.h>
+#include <pty.h>
+#include <stdexcept>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+namespace harness {
+namespace {
+
+[[noreturn]] void fail(const std::string& what) { throw std::runtime_error(what + ": " + std::strerror(errno)); }
+
+int ms(std::chrono::steady_clock::time_point deadline) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    return left.count() < 0 ? 0 : static_cast<int>(left.count());
+}
+
+} // namespace
+
+Child::Child(const std::vector<std::string>& argv, const Options& options) {
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    started_ = std::chrono::steady_clock::now();
+    int out[2] = {-1, -1}, err[2] = {-1, -1};
+    if (options.pty) {
+        pid_ = ::forkpty(&out_fd_, nullptr, nullptr, nullptr);
+    } else {
+        if (::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0) fail("pipe");
+        pid_ = ::fork();
+    }
+    if (pid_ < 0) fail("fork");
+    if (pid_ == 0) {
+        if (!options.pty) {
+            ::dup2(out[1], STDOUT_FILENO);
+            ::dup2(err[1], STDERR_FILENO);
+            int null = ::open("/dev/null", O_RDONLY);
+            ::dup2(null, STDIN_FILENO);
+        }
+        for (int fd : options.keep_fds) ::fcntl(fd, F_SETFD, 0);
+        for (const auto& kv : options.env) ::putenv(const_cast<char*>(kv.c_str()));
+        sigset_t none;
+        sigemptyset(&none);
+        ::sigprocmask(SIG_SETMASK, &none, nullptr);
+        ::execvp(args[0], args.data());
+        ::_exit(127);
+    }
+    if (!options.pty) {
+        ::close(out[1]);
+        ::close(err[1]);
+        out_fd_ = out[0];
+        err_fd_ = err[0];
+    }
+    pidfd_ = static_cast<int>(::syscall(SYS_pidfd_open, pid_, 0));
+    if (pidfd_ < 0) fail("pidfd_open");
+}
+
+Child::~Child() {
+    if (!status_) {
+        ::kill(pid_, SIGKILL);
+        int st;
+        ::waitpid(pid_, &st, 0);
+    }
+    for (int fd : {pidfd_, out_fd_, err_fd_})
+        if (fd >= 0) ::close(fd);
+}
+
+bool Child::pump(std::chrono::milliseconds timeout) {
+    pollfd fds[2] = {{out_fd_, POLLIN, 0}, {err_fd_, POLLIN, 0}};
+    int n = ::poll(fds, 2, static_cast<int>(timeout.count()));
+    if (n < 0 && errno != EINTR) fail("poll");
+    if (n <= 0) return false;
+    char buf[65536];
+    for (int i = 0; i < 2; ++i) {
+        if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+        ssize_t got = ::read(fds[i].fd, buf, sizeof buf);
+        if (got > 0) (i == 0 ? out_ : err_).append(buf, static_cast<size_t>(got));
+        else { // EOF (or EIO on a pty whose last holder left)
+            ::close(fds[i].fd);
+            (i == 0 ? out_fd_ : err_fd_) = -1;
+        }
+    }
+    return true;
+}
+
+std::optional<std::string> Child::readLine(std::chrono::milliseconds timeout) {
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+        auto nl = out_.find('\n', line_pos_);
+        if (nl != std::string::npos) {
+            std::string line = out_.substr(line_pos_, nl - line_pos_);
+            line_pos_ = nl + 1;
+            if (!line.empty() && line.back() == '\r') line.pop_back();
+            return line;
+        }
+        if (out_fd_ < 0 || !pump(std::chrono::milliseconds(ms(deadline)))) {
+            if (out_fd_ < 0 || ms(deadline) == 0) return std::nullopt;
+        }
+    }
+}
+
+bool Child::expect(const std::string& needle, std::chrono::milliseconds timeout) {
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+        auto at = out_.find(needle, expect_pos_);
+        if (at != std::string::npos) {
+            expect_pos_ = at + needle.size();
+            return true;
+        }
+        if (out_fd_ < 0 || (!pump(std::chrono::milliseconds(ms(deadline))) && ms(deadline) == 0)) return false;
+    }
+}
+
+void Child::send(const std::string& bytes) {
+    if (::write(out_fd_, bytes.data(), bytes.size()) != static_cast<ssize_t>(bytes.size())) fail("write to pty");
+}
+
+int Child::wait(std::chrono::milliseconds timeout) {
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (!status_) {
+        // Keep draining its output meanwhile, so a chatty child never blocks on a full pipe.
+        pollfd fds[3] = {{pidfd_, POLLIN, 0}, {out_fd_, POLLIN, 0}, {err_fd_, POLLIN, 0}};
+        int n = ::poll(fds, 3, ms(deadline));
+        if (n < 0 && errno != EINTR) fail("poll");
+        if (n == 0) throw std::runtime_error("timed out waiting for pid " + std::to_string(pid_));
+        if (fds[1].revents || fds[2].revents) pump(0ms);
+        if (!(fds[0].revents & POLLIN)) continue;
+        int st = 0;
+        if (::waitpid(pid_, &st, 0) != pid_) fail("waitpid");
+        status_ = st;
+        exit_seconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
+    }
+    while ((out_fd_ >= 0 || err_fd_ >= 0) && pump(5s)) {}
+    return WIFEXITED(*status_) ? WEXITSTATUS(*status_) : 128 + WTERMSIG(*status_);
+}
+
+const std::string& initBinary() {
+    static const std::string path = NIXPROC_INIT_BIN;
+    return path;
+}
+
+const std::string& testkit() {
+    static const std::string path = TESTKIT_BIN;
+    return path;
+}
+
+std::vector<std::string> inPidNamespace(std::vector<std::string> command) {
+    std::vector<std::string> argv{"unshare", "--pid", "--fork", "--mount-proc"};
+    argv.insert(argv.end(), command.begin(), command.end());
+    return argv;
+}
+
+pid_t namespaceInit(pid_t unshare_pid) {
+    auto children = nixproc::childrenOf(unshare_pid);
+    if (children.size() != 1) throw std::runtime_error("unshare has " + std::to_string(children.size()) + " children");
+    return children.front();
+}
+
+int count(const std::string& haystack, const std::string& needle) {
+    int n = 0;
+    for (auto at = haystack.find(needle); at != std::string::npos; at = haystack.find(needle, at + needle.size())) ++n;
+    return n;
+}
+
+} // namespace harness

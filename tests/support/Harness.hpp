@@ -1,0 +1,65 @@
+#pragma once
+// Runs a program for an integration test: its stdout read line by line (or a pseudo-terminal),
+// its stderr collected, its exit awaited through a pidfd. Every wait has a generous deadline so
+// a broken init fails the test instead of hanging it.
+#include <chrono>
+#include <optional>
+#include <string>
+#include <sys/types.h>
+#include <vector>
+
+namespace harness {
+
+using namespace std::chrono_literals;
+
+struct Options {
+    bool pty = false;            // stdin/stdout/stderr on a new pseudo-terminal (own session)
+    std::vector<int> keep_fds;   // descriptors of ours that the program inherits as they are
+    std::vector<std::string> env; // extra "KEY=VALUE"
+};
+
+class Child {
+public:
+    Child(const std::vector<std::string>& argv, const Options& options = {});
+    ~Child();
+    Child(const Child&) = delete;
+    Child& operator=(const Child&) = delete;
+
+    pid_t pid() const { return pid_; }
+
+    // The next line of stdout, or nullopt on EOF or timeout.
+    std::optional<std::string> readLine(std::chrono::milliseconds timeout = 30s);
+    // Reads (pty or stdout) until `needle` has appeared after the last match; false on timeout.
+    bool expect(const std::string& needle, std::chrono::milliseconds timeout = 30s);
+    void send(const std::string& bytes); // to the pty
+
+    // Exit code (128+N when killed by N); throws std::runtime_error on timeout.
+    int wait(std::chrono::milliseconds timeout = 60s);
+    double secondsToExit() const { return exit_seconds_; }
+
+    const std::string& stderrText() const { return err_; }
+    const std::string& outputText() const { return out_; }
+
+private:
+    bool pump(std::chrono::milliseconds timeout); // reads what is there; false on timeout
+    pid_t pid_ = -1;
+    int pidfd_ = -1, out_fd_ = -1, err_fd_ = -1;
+    std::string out_, err_;
+    std::size_t line_pos_ = 0, expect_pos_ = 0;
+    std::optional<int> status_;
+    std::chrono::steady_clock::time_point started_;
+    double exit_seconds_ = 0;
+};
+
+const std::string& initBinary();
+const std::string& testkit();
+
+// unshare --pid --fork --mount-proc CMD...: CMD becomes PID 1 of a new PID namespace.
+std::vector<std::string> inPidNamespace(std::vector<std::string> command);
+
+// The pid, seen from outside, of the one process unshare forked (the namespace's PID 1).
+pid_t namespaceInit(pid_t unshare_pid);
+
+int count(const std::string& haystack, const std::string& needle);
+
+} // namespace harness
