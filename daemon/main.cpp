@@ -18,6 +18,7 @@ using namespace nixproc;
 
 int main(int argc, char** argv) {
     const InheritedSignals signals = InheritedSignals::blockAllButFaults();
+    setupLogging(0); // to stderr from the first line on; the verbosity is known after parsing
 
     CommandLine cli;
     try {

@@ -8,7 +8,7 @@ set -eu
 build="build-essential cmake pkg-config libboost1.81-dev libyaml-cpp-dev libspdlog-dev catch2"
 # Run-time and tests: unshare/script (util-linux), ps/pkill (procps), python3 for the pty driver,
 # the process managers, Nix, nginx, and the inits we benchmark against.
-run="util-linux procps python3 curl supervisor s6 nix-bin nginx-light tini dumb-init catatonit"
+run="util-linux procps python3 curl hyperfine supervisor s6 nix-bin nginx-light tini dumb-init catatonit"
 
 missing=""
 for p in $build $run; do

@@ -7,10 +7,8 @@ set -eu
 cd "$(dirname "$0")/.."
 packaging/install-deps.sh
 presets=${*:-default asan}
-jobs=$(nproc)
 for preset in $presets; do
     echo "== $preset: configure, build, test" >&2
-    cmake --preset "$preset" >/dev/null
-    cmake --build --preset "$preset" -j "$jobs"
-    ctest --preset "$preset" -j "$jobs"
+    packaging/build.sh "$preset"
+    ctest --preset "$preset" -j "$(nproc)"
 done

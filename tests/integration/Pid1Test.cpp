@@ -44,8 +44,10 @@ TEST_CASE("with -g a signal goes to the child's whole process group", "[pid1]") 
     Child c(init({"-g", "--", "sh", "-c", testkit() + " catch-all; exit 0"}));
     REQUIRE(c.readLine() == "ready");
     REQUIRE(::kill(namespaceInit(c.pid()), SIGUSR1) == 0);
-    CHECK(c.readLine() == "got " + std::to_string(SIGUSR1));
+    auto got = c.readLine();
     CHECK(c.wait() == 128 + SIGUSR1); // sh died of SIGUSR1 too
+    INFO(c.stderrText());
+    CHECK(got == "got " + std::to_string(SIGUSR1));
 }
 
 TEST_CASE("a child that ignores SIGTERM is killed when the grace is over", "[pid1]") {

@@ -140,6 +140,7 @@ int catchAll() {
         if (sig == SIGKILL || sig == SIGSTOP || sig == SIGCHLD) continue;
         struct sigaction sa {};
         sa.sa_handler = reportAndExit;
+        sigfillset(&sa.sa_mask); // the first signal is the one reported, whatever follows it
         ::sigaction(sig, &sa, nullptr);
     }
     say("ready");

@@ -1,0 +1,74 @@
+#!/bin/bash
+# Side-by-side benchmark of nixproc-init against tini, dumb-init and catatonit (Debian's), each as
+# PID 1 of its own PID namespace, in one run. Prints a Markdown table with each figure's ratio to
+# tini. Run as root after a build:  tests/bench/bench.sh [BUILD_DIR]   (default: build)
+#   start-up  `INIT -- /bin/true`, median of $RUNS runs (hyperfine, no shell)
+#   reap      `INIT -- testkit orphans 10000`: create 10,000 orphans until none is a zombie, median of 5
+#   RSS       VmRSS of the init while its child sleeps
+#   wakeups   voluntary context switches of the idle init over $IDLE seconds
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+build=${1:-build}
+RUNS=${RUNS:-300}
+IDLE=${IDLE:-10}
+testkit=$build/tests/testkit
+[ -x "$testkit" ] || { echo "bench: build first ($testkit missing)" >&2; exit 2; }
+ns="unshare --pid --fork --mount-proc"
+declare -A cmd=(
+    [nixproc-init]="$(realpath "$build/daemon/nixproc-init") -q --"
+    [tini]="$(command -v tini) -s --"
+    [dumb-init]="$(command -v dumb-init) --"
+    [catatonit]="$(command -v catatonit) --"
+)
+inits=(nixproc-init tini dumb-init catatonit)
+tmp=$(mktemp -d)
+declare -A pid
+# Stop the idle inits the way Docker does: SIGTERM to the namespace's PID 1.
+trap 'rm -rf "$tmp"; for p in "${pid[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait' EXIT
+
+median_ms() { # hyperfine JSON → median in ms
+    python3 -c 'import json,sys; print("%.2f" % (json.load(open(sys.argv[1]))["results"][0]["median"]*1000))' "$1"
+}
+
+echo "bench: start-up ($RUNS runs each) and reaping (5 runs each)..." >&2
+for i in "${inits[@]}"; do
+    hyperfine -N --warmup 20 --runs "$RUNS" --export-json "$tmp/$i.start.json" "$ns ${cmd[$i]} /bin/true" >/dev/null 2>&1
+    hyperfine -N --warmup 1 --runs 5 --export-json "$tmp/$i.reap.json" "$ns ${cmd[$i]} $testkit orphans 10000" >/dev/null 2>&1
+done
+
+echo "bench: idle RSS and wake-ups over $IDLE s, all four at once..." >&2
+for i in "${inits[@]}"; do
+    $ns ${cmd[$i]} sleep 100000 &
+    outer=$!
+    # The namespace's PID 1 is unshare's only child; wait for it to have exec'd the init and
+    # started its own child.
+    for _ in $(seq 500); do
+        p=$(cat /proc/$outer/task/$outer/children 2>/dev/null | tr -d ' ')
+        if [ -n "$p" ] && [ -n "$(cat /proc/$p/task/$p/children 2>/dev/null)" ]; then pid[$i]=$p; break; fi
+        sleep 0.01
+    done
+done
+sleep 1 # let start-up settle before counting
+declare -A ctx0 ctx rss
+status() { awk -v k="$2" '$1 == k":" {print $2}' "/proc/$1/status"; }
+for i in "${inits[@]}"; do ctx0[$i]=$(status "${pid[$i]}" voluntary_ctxt_switches); done
+sleep "$IDLE"
+for i in "${inits[@]}"; do
+    ctx[$i]=$(( $(status "${pid[$i]}" voluntary_ctxt_switches) - ctx0[$i] ))
+    rss[$i]=$(status "${pid[$i]}" VmRSS)
+done
+
+ratio() { python3 -c 'import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print("%.2f×" % (a/b) if b else ("1.00×" if a==b else "∞"))' "$1" "$2"; }
+declare -A start reap
+for i in "${inits[@]}"; do start[$i]=$(median_ms "$tmp/$i.start.json"); reap[$i]=$(median_ms "$tmp/$i.reap.json"); done
+
+echo "| init | start-up (median, ms) | reap 10,000 orphans (ms) | idle RSS (KiB) | wake-ups in ${IDLE} s idle |"
+echo "|---|---|---|---|---|"
+for i in "${inits[@]}"; do
+    printf '| %s | %s (%s) | %s (%s) | %s (%s) | %s |\n' "$i" \
+        "${start[$i]}" "$(ratio "${start[$i]}" "${start[tini]}")" \
+        "${reap[$i]}" "$(ratio "${reap[$i]}" "${reap[tini]}")" \
+        "${rss[$i]}" "$(ratio "${rss[$i]}" "${rss[tini]}")" \
+        "${ctx[$i]}"
+done
+echo "(ratios to tini in parentheses; $(nproc) cores, $(uname -r))"
