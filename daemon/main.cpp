@@ -1,14 +1,17 @@
 // nixproc-init: the entry point reads like the job. Block signals before anything else (they are
-// read from a signalfd), parse the command line, then hand over to Init.
+// read from a signalfd), read the configuration, check the process manager can start, hand over.
 #include "cli/CommandLine.hpp"
+#include "config/Config.hpp"
 #include "init/Init.hpp"
 #include "log/Log.hpp"
+#include "manager/ProcessManager.hpp"
 #include "process/ExitStatus.hpp"
 #include "process/Signals.hpp"
 
 #include <cstdio>
 #include <exception>
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #ifndef NIXPROC_VERSION
 #define NIXPROC_VERSION "unknown"
@@ -16,17 +19,24 @@
 
 using namespace nixproc;
 
+namespace {
+
+int usageError(const std::string& what) {
+    std::fprintf(stderr, "nixproc-init: %s\nTry 'nixproc-init --help'.\n", what.c_str());
+    return exit_code::kUsage;
+}
+
+} // namespace
+
 int main(int argc, char** argv) {
     const InheritedSignals signals = InheritedSignals::blockAllButFaults();
-    setupLogging(0); // to stderr from the first line on; the verbosity is known after parsing
+    setupLogging("info", LogFormat::Text); // to stderr from the first line on
 
     CommandLine cli;
     try {
         cli = parseCommandLine({argv + 1, argv + argc});
-        if (!cli.help && !cli.version && cli.command.empty()) throw UsageError("no command given");
     } catch (const UsageError& e) {
-        std::fprintf(stderr, "nixproc-init: %s\nTry 'nixproc-init --help'.\n", e.what());
-        return exit_code::kUsage;
+        return usageError(e.what());
     }
     if (cli.help) {
         std::fputs(usageText(), stdout);
@@ -36,15 +46,28 @@ int main(int argc, char** argv) {
         std::puts("nixproc-init " NIXPROC_VERSION);
         return 0;
     }
-    setupLogging(cli.verbosity);
 
-    InitSettings settings{.command = cli.command,
-                          .workdir = cli.workdir.value_or(""),
-                          .signal_process_group = cli.process_group,
-                          .force_subreaper = cli.subreaper};
-    if (cli.grace) settings.grace = *cli.grace;
+    Config config;
+    std::unique_ptr<ProcessManager> manager;
     try {
-        return Init(std::move(settings), signals).run();
+        config = loadConfig(cli, environmentMap(environ));
+        manager = makeProcessManager(config);
+        if (cli.check_config) {
+            std::fputs(renderConfig(config).c_str(), stdout);
+            return 0;
+        }
+        manager->check();
+    } catch (const ConfigError& e) {
+        spdlog::error("configuration: {}", e.what());
+        return exit_code::kUsage;
+    } catch (const ManagerError& e) {
+        spdlog::error("{}", e.what());
+        return e.exit_code;
+    }
+    setupLogging(config.log.level, config.log.format);
+
+    try {
+        return Init(config, *manager, signals).run();
     } catch (const std::exception& e) {
         spdlog::critical("{}", e.what());
         return exit_code::kInternal;

@@ -1,6 +1,7 @@
 #include "init/Init.hpp"
 
 #include "init/SignalRouter.hpp"
+#include "process/ChildJob.hpp"
 #include "process/Children.hpp"
 #include "process/ExitStatus.hpp"
 #include "process/Reaper.hpp"
@@ -21,45 +22,56 @@
 namespace nixproc {
 namespace {
 
+using Clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
 // After SIGKILL, how long to wait for the kernel to take everything down (a process in
 // uninterruptible sleep may never go) before the init exits regardless.
 constexpr std::chrono::seconds kKillWait{2};
 
-double seconds(std::chrono::milliseconds ms) { return static_cast<double>(ms.count()) / 1000.0; }
+double seconds(milliseconds ms) { return static_cast<double>(ms.count()) / 1000.0; }
 
 } // namespace
 
 struct Init::Loop {
-    InitSettings settings;
+    const Config& config;
+    const ProcessManager& manager;
     const InheritedSignals& signals;
     boost::asio::io_context io{1};
     Reaper reaper;
     Spawner spawner{signals};
     std::optional<SignalRouter> router;
-    boost::asio::steady_timer deadline{io};
+    boost::asio::steady_timer deadline{io}; // the grace, then the wait after SIGKILL
+    boost::asio::steady_timer probe{io};    // readiness polling, only while starting
     const bool pid1 = ::getpid() == 1;
 
-    pid_t main_pid = -1;
-    std::optional<int> main_status;
-    bool stopping = false;      // the grace runs
+    pid_t main_pid = -1;                 // -1: the manager has no main child (sysvinit, disnix)
+    std::optional<int> main_status;      // set once the main child is gone (0 when there was none)
+    std::shared_ptr<ChildJob> step;      // the start or stop step running now
+    unsigned sequence = 0;               // which step sequence is current (start, then stop)
+    bool stopping_steps = false;         // the stop steps run: leftovers wait for them
+    std::optional<int> stop_signal;      // set once a shutdown was asked for
+    Clock::time_point grace_end{};
     bool stopping_rest = false; // the main child is gone, the leftovers were told to stop
     bool killing = false;       // the grace is over
     std::set<std::pair<int, pid_t>> signalled; // (signal, pid) already sent; pid -1: everyone
     int exit_code = exit_code::kInternal;
 
-    Loop(InitSettings s, const InheritedSignals& sig) : settings(std::move(s)), signals(sig) {}
+    Loop(const Config& c, const ProcessManager& m, const InheritedSignals& s) : config(c), manager(m), signals(s) {}
 
     int run() {
         if (!becomeSubreaper()) return exit_code::kInternal;
         router.emplace(io, signals.blocked(), [this](const ReceivedSignal& s) { onSignal(s); });
         if (!startMainChild()) return exit_code;
+        if (auto ready = manager.readiness()) awaitReady(*ready, Clock::now(), milliseconds(10));
+        else runStartSteps();
         io.run();
         return exit_code;
     }
 
     // Orphans are re-parented to PID 1; anywhere else they would escape us unless we subreap.
     bool becomeSubreaper() {
-        if (pid1 && !settings.force_subreaper) return true;
+        if (pid1 && !config.force_subreaper) return true;
         if (::prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) {
             spdlog::error("cannot become a child subreaper: {}", std::strerror(errno));
             return false;
@@ -69,7 +81,9 @@ struct Init::Loop {
     }
 
     bool startMainChild() {
-        SpawnRequest request{.argv = settings.command, .workdir = settings.workdir, .take_terminal = true};
+        auto argv = manager.command();
+        if (argv.empty()) return true;
+        SpawnRequest request{.argv = argv, .workdir = config.manager.workdir, .take_terminal = true};
         try {
             main_pid = spawner.spawn(request).pid;
         } catch (const SpawnError& e) {
@@ -78,18 +92,59 @@ struct Init::Loop {
             return false;
         }
         reaper.watch(main_pid, [this](pid_t, int status) { onMainChildExit(status); });
-        spdlog::debug("started {} as pid {}", fmt::join(settings.command, " "), main_pid);
+        spdlog::log(manager.name() == "none" ? spdlog::level::debug : spdlog::level::info, "started {} (pid {}): {}",
+                    manager.name(), main_pid, fmt::join(argv, " "));
         return true;
     }
 
+    // Polled with a growing interval: there is no event for "a socket is listening", and this
+    // only runs while the manager starts.
+    void awaitReady(const ReadinessProbe& ready, Clock::time_point since, milliseconds interval) {
+        if (stop_signal || main_status) return;
+        if (ready.ready()) {
+            spdlog::info("{} is ready ({} answers after {} ms)", manager.name(), ready.path,
+                         std::chrono::duration_cast<milliseconds>(Clock::now() - since).count());
+            return runStartSteps();
+        }
+        if (Clock::now() - since > config.manager.step_timeout) {
+            spdlog::error("{} not ready after {} s: nothing answers on {}", manager.name(),
+                          config.manager.step_timeout.count(), ready.path);
+            return runStartSteps();
+        }
+        probe.expires_after(interval);
+        probe.async_wait([this, ready, since, interval](const boost::system::error_code& ec) {
+            if (!ec) awaitReady(ready, since, std::min(interval * 2, milliseconds(500)));
+        });
+    }
+
+    void runStartSteps() {
+        runSteps(manager.startSteps(), 0, config.manager.step_timeout, ++sequence, [this] {
+            spdlog::log(manager.name() == "none" ? spdlog::level::debug : spdlog::level::info, "{} started",
+                        manager.name());
+        });
+    }
+
+    // One step at a time; a failed step is logged and the next one runs (one broken rc script
+    // must not keep the others down). A newer sequence (the stop steps) supersedes an older one.
+    void runSteps(std::vector<Step> steps, std::size_t next, milliseconds timeout, unsigned seq, std::function<void()> then) {
+        if (seq != sequence) return;
+        if (next >= steps.size()) return then();
+        Step s = steps[next];
+        step = ChildJob::start(io, spawner, reaper, {.argv = s.argv, .log_prefix = s.label + " |", .timeout = timeout},
+                               [this, steps = std::move(steps), next, timeout, seq, then, label = s.label](const JobResult& r) {
+                                   if (!r.ok()) spdlog::error("{}: {}", label, r.description);
+                                   else spdlog::debug("{}: {}", label, r.description);
+                                   if (seq != sequence) return;
+                                   step.reset();
+                                   runSteps(std::move(steps), next + 1, timeout, seq, then);
+                               });
+    }
+
     void onSignal(const ReceivedSignal& s) {
-        switch (routeSignal(s.signo, RoutingPolicy{})) {
+        RoutingPolicy policy;
+        switch (routeSignal(s.signo, policy)) {
         case SignalAction::Reap: afterReap(reaper.drain()); break;
-        case SignalAction::Shutdown:
-            spdlog::info("{} received: stopping (grace {} s)", signalName(s.signo), seconds(settings.grace));
-            forward(s.signo);
-            beginGrace();
-            break;
+        case SignalAction::Shutdown: beginShutdown(s.signo); break;
         case SignalAction::Forward: forward(s.signo); break;
         case SignalAction::Redeploy:
         case SignalAction::Ignore: spdlog::debug("{} ignored", signalName(s.signo)); break;
@@ -97,23 +152,46 @@ struct Init::Loop {
     }
 
     void forward(int sig) {
-        if (main_status) return;
-        pid_t target = settings.signal_process_group ? -main_pid : main_pid;
+        if (main_pid < 0 || main_status) return;
+        if (!manager.forwards(sig)) {
+            spdlog::info("{} not forwarded to {}", signalName(sig), manager.name());
+            return;
+        }
+        pid_t target = config.signal_process_group ? -main_pid : main_pid;
         if (::kill(target, sig) != 0 && errno != ESRCH)
             spdlog::warn("cannot forward {} to {}: {}", signalName(sig), target, std::strerror(errno));
     }
 
+    // The manager's own stop steps first, within the grace; then the signal reaches the main child.
+    void beginShutdown(int sig) {
+        if (stop_signal) return forward(sig); // a second request: pass it on, the clock keeps running
+        stop_signal = sig;
+        spdlog::info("{} received: stopping (grace {} s)", signalName(sig), seconds(config.shutdown.grace));
+        beginGrace();
+        probe.cancel();
+        if (step) step->stop(); // a start step still running: cut short
+        stopping_steps = true;
+        auto remaining = std::chrono::duration_cast<milliseconds>(grace_end - Clock::now());
+        runSteps(manager.stopSteps(), 0, std::min<milliseconds>(config.manager.step_timeout, remaining), ++sequence, [this] {
+            stopping_steps = false;
+            if (main_pid >= 0 && !main_status) return forward(*stop_signal);
+            if (!main_status) main_status = 0; // no main child: the daemons left are stopped as leftovers
+            afterReap(reaper.drain());
+        });
+    }
+
     void onMainChildExit(int status) {
         main_status = status;
-        spdlog::info("main child {} {}", main_pid, describeStatus(status));
+        spdlog::info("{} (pid {}) {}", manager.name() == "none" ? "main child" : manager.name(), main_pid,
+                     describeStatus(status));
     }
 
     void afterReap(Reaper::Children children) {
-        if (!main_status) return;
+        if (!main_status || stopping_steps) return;
         if (children == Reaper::Children::None) return finish(exitCodeOf(*main_status));
         if (!stopping_rest) {
             stopping_rest = true;
-            spdlog::info("stopping the processes the main child left behind");
+            spdlog::info("stopping the processes left behind");
             beginGrace();
         }
         // A subreaper adopts the grandchildren of what it stops: they get the signal too.
@@ -121,9 +199,9 @@ struct Init::Loop {
     }
 
     void beginGrace() {
-        if (stopping) return;
-        stopping = true;
-        deadline.expires_after(settings.grace);
+        if (grace_end != Clock::time_point{}) return;
+        grace_end = Clock::now() + config.shutdown.grace;
+        deadline.expires_at(grace_end);
         deadline.async_wait([this](const boost::system::error_code& ec) {
             if (!ec) onGraceOver();
         });
@@ -131,8 +209,11 @@ struct Init::Loop {
 
     void onGraceOver() {
         killing = true;
-        spdlog::warn("grace of {} s is over: SIGKILL to everything left", seconds(settings.grace));
-        if (!main_status) ::kill(-main_pid, SIGKILL);
+        stopping_steps = false;
+        spdlog::warn("grace of {} s is over: SIGKILL to everything left", seconds(config.shutdown.grace));
+        if (main_pid >= 0 && !main_status) ::kill(-main_pid, SIGKILL);
+        if (main_pid < 0 && !main_status) main_status = 0;
+        ++sequence; // no further steps
         signalTheRest(SIGKILL);
         deadline.expires_after(kKillWait);
         deadline.async_wait([this](const boost::system::error_code& ec) {
@@ -140,6 +221,7 @@ struct Init::Loop {
             spdlog::error("processes survived SIGKILL for {} s; exiting anyway", kKillWait.count());
             finish(main_status ? exitCodeOf(*main_status) : exit_code::kSignalBase + SIGKILL);
         });
+        afterReap(reaper.drain());
     }
 
     // Everything but the main child: as PID 1 all of the namespace, as a subreaper our children.
@@ -156,12 +238,13 @@ struct Init::Loop {
         exit_code = code;
         spdlog::info("exiting with status {} ({} orphans reaped)", code, reaper.orphansReaped());
         deadline.cancel();
+        probe.cancel();
         io.stop();
     }
 };
 
-Init::Init(InitSettings settings, const InheritedSignals& signals)
-    : loop_(std::make_unique<Loop>(std::move(settings), signals)) {}
+Init::Init(const Config& config, const ProcessManager& manager, const InheritedSignals& signals)
+    : loop_(std::make_unique<Loop>(config, manager, signals)) {}
 
 Init::~Init() = default;
 

@@ -1,8 +1,13 @@
 #pragma once
-// The init's own log: stderr only (stdout belongs to the children), one event per line.
+// The init's own log: stderr only (stdout belongs to the children), one event per line, as text
+// or as one JSON object per line.
+#include "config/Config.hpp"
+
+#include <string>
+
 namespace nixproc {
 
-// verbosity: 0 = info, 1 = debug, 2+ = trace, -1 = warnings, -2 = errors only.
-void setupLogging(int verbosity);
+// level: trace | debug | info | warn | error (already validated by the configuration).
+void setupLogging(const std::string& level, LogFormat format);
 
 } // namespace nixproc

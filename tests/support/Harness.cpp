@@ -3,6 +3,9 @@
 #include "process/Children.hpp"
 
 #include <cerrno>
+#include <filesystem>
+#include <fstream>
+#include <sys/stat.h>
 #include <csignal>
 #include <cstring>
 #include <fcntl.h>
@@ -119,6 +122,14 @@ bool Child::expect(const std::string& needle, std::chrono::milliseconds timeout)
     }
 }
 
+bool Child::expectLog(const std::string& needle, std::chrono::milliseconds timeout) {
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+        if (err_.find(needle) != std::string::npos) return true;
+        if ((out_fd_ < 0 && err_fd_ < 0) || (!pump(std::chrono::milliseconds(ms(deadline))) && ms(deadline) == 0)) return false;
+    }
+}
+
 void Child::send(const std::string& bytes) {
     if (::write(out_fd_, bytes.data(), bytes.size()) != static_cast<ssize_t>(bytes.size())) fail("write to pty");
 }
@@ -168,6 +179,62 @@ int count(const std::string& haystack, const std::string& needle) {
     int n = 0;
     for (auto at = haystack.find(needle); at != std::string::npos; at = haystack.find(needle, at + needle.size())) ++n;
     return n;
+}
+
+} // namespace harness
+
+namespace harness {
+
+TempDir::TempDir() {
+    char tmpl[] = "/tmp/nixproc-test-XXXXXX";
+    if (!::mkdtemp(tmpl)) fail("mkdtemp");
+    path = tmpl;
+}
+
+TempDir::~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+}
+
+std::string TempDir::write(const std::string& name, const std::string& text, unsigned mode) const {
+    std::string full = path + "/" + name;
+    std::filesystem::create_directories(std::filesystem::path(full).parent_path());
+    std::ofstream(full) << text;
+    ::chmod(full.c_str(), mode);
+    return full;
+}
+
+Fifo::Fifo(std::string path) : path_(std::move(path)) {
+    if (::mkfifo(path_.c_str(), 0600) != 0) fail("mkfifo " + path_);
+    fd_ = ::open(path_.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    keep_ = ::open(path_.c_str(), O_WRONLY | O_CLOEXEC); // never EOF while writers come and go
+}
+
+Fifo::~Fifo() {
+    ::close(fd_);
+    ::close(keep_);
+}
+
+std::optional<std::string> Fifo::readLine(std::chrono::milliseconds timeout) {
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+        auto nl = buffer_.find('\n');
+        if (nl != std::string::npos) {
+            std::string line = buffer_.substr(0, nl);
+            buffer_.erase(0, nl + 1);
+            return line;
+        }
+        pollfd p{fd_, POLLIN, 0};
+        if (::poll(&p, 1, ms(deadline)) <= 0) return std::nullopt;
+        char buf[4096];
+        ssize_t n = ::read(fd_, buf, sizeof buf);
+        if (n > 0) buffer_.append(buf, static_cast<size_t>(n));
+    }
+}
+
+std::string readFile(const std::string& path) {
+    std::ifstream in(path);
+    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
 } // namespace harness

@@ -31,6 +31,8 @@ public:
     std::optional<std::string> readLine(std::chrono::milliseconds timeout = 30s);
     // Reads (pty or stdout) until `needle` has appeared after the last match; false on timeout.
     bool expect(const std::string& needle, std::chrono::milliseconds timeout = 30s);
+    // Reads until `needle` appears in stderr (the init's log); false on timeout.
+    bool expectLog(const std::string& needle, std::chrono::milliseconds timeout = 30s);
     void send(const std::string& bytes); // to the pty
 
     // Exit code (128+N when killed by N); throws std::runtime_error on timeout.
@@ -61,5 +63,29 @@ std::vector<std::string> inPidNamespace(std::vector<std::string> command);
 pid_t namespaceInit(pid_t unshare_pid);
 
 int count(const std::string& haystack, const std::string& needle);
+
+// A fresh folder under /tmp, removed with everything in it at the end of the test.
+struct TempDir {
+    std::string path;
+    TempDir();
+    ~TempDir();
+    std::string operator/(const std::string& name) const { return path + "/" + name; }
+    // Writes `text` to `name` (creating folders), with `mode`; returns the full path.
+    std::string write(const std::string& name, const std::string& text, unsigned mode = 0644) const;
+};
+
+// Lines written into a FIFO by processes the test does not start itself (services, rc scripts).
+class Fifo {
+public:
+    explicit Fifo(std::string path);
+    ~Fifo();
+    std::optional<std::string> readLine(std::chrono::milliseconds timeout = 30s);
+
+private:
+    std::string path_, buffer_;
+    int fd_ = -1, keep_ = -1;
+};
+
+std::string readFile(const std::string& path);
 
 } // namespace harness

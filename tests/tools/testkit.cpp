@@ -5,6 +5,7 @@
 //   testkit fds                  print the open file descriptors
 //   testkit catch-all            print "ready", then "got N" and exit 128+N on the first signal
 //   testkit ignore-term          ignore SIGTERM, print "ready", wait forever
+//   testkit stubborn [FIFO]      print "ready" (to FIFO too), then "got N" for each TERM/INT/HUP/QUIT, never exit
 //   testkit orphan-parent        print "orphan-ppid P": the pid an orphaned grandchild is given to
 #include <cerrno>
 #include <csignal>
@@ -147,6 +148,28 @@ int catchAll() {
     for (;;) ::pause();
 }
 
+void reportAndGoOn(int sig) {
+    char line[32];
+    int len = std::snprintf(line, sizeof line, "got %d\n", sig);
+    if (::write(STDOUT_FILENO, line, static_cast<size_t>(len)) < 0) ::_exit(98);
+}
+
+// Reports every TERM, INT, HUP and QUIT and carries on: only SIGKILL ends it. With a path, "ready"
+// is also written there (a FIFO the test reads) once the handlers are in place.
+int stubborn(const char* ready_path) {
+    for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGQUIT}) {
+        struct sigaction sa {};
+        sa.sa_handler = reportAndGoOn;
+        sigfillset(&sa.sa_mask);
+        ::sigaction(sig, &sa, nullptr);
+    }
+    say("ready");
+    if (ready_path) {
+        std::ofstream(ready_path) << "ready" << std::endl;
+    }
+    for (;;) ::pause();
+}
+
 int ignoreTerm() {
     std::signal(SIGTERM, SIG_IGN);
     say("ready");
@@ -200,6 +223,7 @@ int main(int argc, char** argv) {
     if (cmd == "fds") return fds();
     if (cmd == "catch-all") return catchAll();
     if (cmd == "ignore-term") return ignoreTerm();
+    if (cmd == "stubborn") return stubborn(argc > 2 ? argv[2] : nullptr);
     if (cmd == "orphan-parent") return orphanParent();
     std::fprintf(stderr, "usage: testkit orphans N | sigstate | with-signals ... | fds | catch-all | ignore-term | orphan-parent\n");
     return 2;

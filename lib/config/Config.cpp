@@ -1,0 +1,316 @@
+#include "config/Config.hpp"
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <functional>
+#include <sys/stat.h>
+#include <yaml-cpp/yaml.h>
+
+namespace nixproc {
+namespace {
+
+constexpr std::array kSections{"watch", "deploy", "bootstrap", "manager", "shutdown", "log"};
+constexpr const char* kEnvPrefix = "NIXPROC_INIT_";
+
+// Where a value came from, for the error message: "init.yaml:4:12: deploy.timeout_s".
+struct Origin {
+    std::string place; // "FILE:LINE:COL" or "environment variable NAME"
+    std::string key;   // "deploy.timeout_s"
+    [[noreturn]] void fail(const std::string& what) const { throw ConfigError(place + ": " + key + ": " + what); }
+};
+
+std::string scalar(const YAML::Node& node, const Origin& at) {
+    if (!node.IsScalar()) at.fail("expected a single value, not a " + std::string(node.IsSequence() ? "list" : node.IsMap() ? "mapping" : "null"));
+    return node.Scalar();
+}
+
+std::string text(const YAML::Node& node, const Origin& at) {
+    if (node.IsNull()) return "";
+    return scalar(node, at);
+}
+
+std::string path(const YAML::Node& node, const Origin& at) {
+    std::string p = scalar(node, at);
+    if (p.empty() || p.front() != '/') at.fail("expected an absolute path, got '" + p + "'");
+    return p;
+}
+
+bool boolean(const YAML::Node& node, const Origin& at) {
+    bool b = false;
+    if (!YAML::convert<bool>::decode(node, b)) at.fail("expected true or false, got '" + scalar(node, at) + "'");
+    return b;
+}
+
+double number(const YAML::Node& node, const Origin& at, double min, double max, const char* unit) {
+    std::string s = scalar(node, at);
+    double v = 0;
+    try {
+        std::size_t used = 0;
+        v = std::stod(s, &used);
+        if (used != s.size()) throw std::invalid_argument(s);
+    } catch (const std::exception&) {
+        at.fail("expected a number of " + std::string(unit) + ", got '" + s + "'");
+    }
+    if (!std::isfinite(v) || v < min || v > max) {
+        auto fmt = [](double d) { return d == std::floor(d) ? std::to_string(static_cast<long long>(d)) : std::to_string(d); };
+        at.fail("must be from " + fmt(min) + " to " + fmt(max) + " " + unit + ", got " + s);
+    }
+    return v;
+}
+
+long long whole(const YAML::Node& node, const Origin& at, long long min, long long max, const char* unit) {
+    double v = number(node, at, static_cast<double>(min), static_cast<double>(max), unit);
+    if (v != std::floor(v)) at.fail("expected a whole number of " + std::string(unit) + ", got " + scalar(node, at));
+    return static_cast<long long>(v);
+}
+
+std::vector<std::string> argv(const YAML::Node& node, const Origin& at, bool allow_empty) {
+    if (!node.IsSequence()) at.fail("expected a list such as [program, argument], one word per item");
+    std::vector<std::string> out;
+    for (const auto& item : node) {
+        if (!item.IsScalar()) at.fail("every item of the list must be a single word");
+        out.push_back(item.Scalar());
+    }
+    if (out.empty() && !allow_empty) at.fail("must not be empty");
+    if (!out.empty() && out.front().empty()) at.fail("the program name must not be empty");
+    return out;
+}
+
+template <class E, std::size_t N>
+E choice(const YAML::Node& node, const Origin& at, const std::array<std::pair<const char*, E>, N>& choices) {
+    std::string v = scalar(node, at), all;
+    for (const auto& [name, value] : choices) {
+        if (v == name) return value;
+        all += (all.empty() ? "" : " | ") + std::string(name);
+    }
+    at.fail("must be one of " + all + ", got '" + v + "'");
+}
+
+constexpr std::array kManagers{std::pair{"supervisord", ManagerKind::Supervisord}, std::pair{"s6-rc", ManagerKind::S6Rc},
+                               std::pair{"sysvinit", ManagerKind::SysVinit}, std::pair{"disnix", ManagerKind::Disnix},
+                               std::pair{"none", ManagerKind::None}};
+constexpr std::array kOnBoot{std::pair{"first", OnBoot::First}, std::pair{"changed", OnBoot::Changed},
+                             std::pair{"always", OnBoot::Always}, std::pair{"never", OnBoot::Never}};
+constexpr std::array kFormats{std::pair{"text", LogFormat::Text}, std::pair{"json", LogFormat::Json}};
+constexpr std::array kLevels{std::pair{"trace", 0}, std::pair{"debug", 1}, std::pair{"info", 2},
+                             std::pair{"warn", 3}, std::pair{"error", 4}};
+
+template <class E, std::size_t N>
+std::string nameOf(E value, const std::array<std::pair<const char*, E>, N>& choices) {
+    for (const auto& [name, v] : choices)
+        if (v == value) return name;
+    return "?";
+}
+
+using Setter = std::function<void(Config&, const YAML::Node&, const Origin&)>;
+
+// Every key there is. The table is the schema: the file, the environment and --check-config use it.
+const std::vector<std::pair<std::string, Setter>>& keys() {
+    using N = const YAML::Node&;
+    using O = const Origin&;
+    static const std::vector<std::pair<std::string, Setter>> table{
+        {"process_manager", [](Config& c, N n, O o) { c.process_manager = choice(n, o, kManagers); }},
+        {"processes", [](Config& c, N n, O o) { c.processes = path(n, o); }},
+        {"profile", [](Config& c, N n, O o) { c.profile = path(n, o); }},
+        {"state_dir", [](Config& c, N n, O o) { c.state_dir = path(n, o); }},
+        {"watch.enabled", [](Config& c, N n, O o) { c.watch.enabled = boolean(n, o); }},
+        {"watch.extra", [](Config& c, N n, O o) {
+             c.watch.extra = argv(n, o, true);
+             for (const auto& f : c.watch.extra)
+                 if (f.empty() || f.find('/') != std::string::npos) o.fail("'" + f + "' must be a file name in the model's folder");
+         }},
+        {"watch.debounce_ms", [](Config& c, N n, O o) { c.watch.debounce = std::chrono::milliseconds(whole(n, o, 0, 60000, "milliseconds")); }},
+        {"deploy.command", [](Config& c, N n, O o) { c.deploy.command = argv(n, o, false); }},
+        {"deploy.check", [](Config& c, N n, O o) { c.deploy.check = argv(n, o, true); }},
+        {"deploy.timeout_s", [](Config& c, N n, O o) { c.deploy.timeout = std::chrono::seconds(whole(n, o, 1, 7 * 86400, "seconds")); }},
+        {"deploy.on_boot", [](Config& c, N n, O o) { c.deploy.on_boot = choice(n, o, kOnBoot); }},
+        {"deploy.allow_insecure_model", [](Config& c, N n, O o) { c.deploy.allow_insecure_model = boolean(n, o); }},
+        {"bootstrap.channel", [](Config& c, N n, O o) { c.bootstrap.channel = text(n, o); }},
+        {"manager.command", [](Config& c, N n, O o) { c.manager.command = argv(n, o, true); }},
+        {"manager.config", [](Config& c, N n, O o) { c.manager.config = path(n, o); }},
+        {"manager.scan_dir", [](Config& c, N n, O o) { c.manager.scan_dir = path(n, o); }},
+        {"manager.live_dir", [](Config& c, N n, O o) { c.manager.live_dir = path(n, o); }},
+        {"manager.runlevel", [](Config& c, N n, O o) { c.manager.runlevel = static_cast<int>(whole(n, o, 0, 6, "(runlevel)")); }},
+        {"manager.step_timeout_s", [](Config& c, N n, O o) { c.manager.step_timeout = std::chrono::seconds(whole(n, o, 1, 86400, "seconds")); }},
+        {"manager.workdir", [](Config& c, N n, O o) { c.manager.workdir = text(n, o); }},
+        {"shutdown.grace_s", [](Config& c, N n, O o) {
+             c.shutdown.grace = std::chrono::milliseconds(std::llround(number(n, o, 0, 86400, "seconds") * 1000));
+         }},
+        {"log.format", [](Config& c, N n, O o) { c.log.format = choice(n, o, kFormats); }},
+        {"log.level", [](Config& c, N n, O o) { c.log.level = nameOf(choice(n, o, kLevels), kLevels); }},
+    };
+    return table;
+}
+
+const Setter* setterFor(const std::string& key) {
+    for (const auto& [name, set] : keys())
+        if (name == key) return &set;
+    return nullptr;
+}
+
+std::string where(const std::string& file, const YAML::Mark& mark) {
+    return file + ":" + std::to_string(mark.line + 1) + ":" + std::to_string(mark.column + 1);
+}
+
+void applyFile(Config& config, const std::string& file) {
+    YAML::Node root;
+    try {
+        root = YAML::LoadFile(file);
+    } catch (const YAML::BadFile&) {
+        throw ConfigError(file + ": cannot be read: " + std::strerror(errno));
+    } catch (const YAML::ParserException& e) {
+        throw ConfigError(where(file, e.mark) + ": not valid YAML: " + e.msg);
+    }
+    if (root.IsNull()) return;
+    if (!root.IsMap()) throw ConfigError(where(file, root.Mark()) + ": expected a mapping of keys");
+    std::function<void(const YAML::Node&, const std::string&)> walk = [&](const YAML::Node& map, const std::string& prefix) {
+        for (const auto& kv : map) {
+            std::string key = prefix + kv.first.as<std::string>();
+            Origin at{where(file, kv.first.Mark()), key};
+            bool section = prefix.empty() && std::find(kSections.begin(), kSections.end(), key) != kSections.end();
+            if (section) {
+                if (kv.second.IsNull()) continue;
+                if (!kv.second.IsMap()) at.fail("expected a mapping of keys");
+                walk(kv.second, key + ".");
+                continue;
+            }
+            const Setter* set = setterFor(key);
+            if (!set) at.fail("unknown key");
+            (*set)(config, kv.second, Origin{where(file, kv.second.Mark()), key});
+        }
+    };
+    walk(root, "");
+}
+
+std::string envName(const std::string& key) {
+    std::string name = kEnvPrefix;
+    for (char c : key) name += c == '.' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    return name;
+}
+
+void applyEnvironment(Config& config, const std::map<std::string, std::string>& env) {
+    auto apply = [&](const std::string& var, const std::string& value, const std::string& key) {
+        Origin at{"environment variable " + var, key};
+        YAML::Node node;
+        try {
+            node = YAML::Load(value);
+        } catch (const YAML::ParserException& e) {
+            at.fail("not a valid value: " + e.msg);
+        }
+        if (node.IsNull()) node = YAML::Node(value);
+        (*setterFor(key))(config, node, at);
+    };
+    if (auto it = env.find("NIXPROC_PROCESSES"); it != env.end() && !it->second.empty())
+        apply(it->first, it->second, "processes");
+    for (const auto& [var, value] : env) {
+        if (!var.starts_with(kEnvPrefix)) continue;
+        auto key = std::find_if(keys().begin(), keys().end(), [&](const auto& k) { return envName(k.first) == var; });
+        if (key == keys().end()) throw ConfigError("environment variable " + var + ": no such configuration key");
+        apply(var, value, key->first);
+    }
+}
+
+void applyCommandLine(Config& config, const CommandLine& cli) {
+    if (cli.grace) config.shutdown.grace = *cli.grace;
+    if (cli.workdir) config.manager.workdir = *cli.workdir;
+    if (!cli.command.empty()) config.manager.command = cli.command;
+    config.signal_process_group = cli.process_group;
+    config.force_subreaper = cli.subreaper;
+    if (cli.verbosity != 0) {
+        int level = 2 - cli.verbosity; // info moved by -v (down) and -q (up)
+        level = std::clamp(level, 0, 4);
+        config.log.level = kLevels[static_cast<std::size_t>(level)].first;
+    }
+}
+
+bool exists(const std::string& file) {
+    struct stat st {};
+    return ::stat(file.c_str(), &st) == 0;
+}
+
+} // namespace
+
+std::string managerName(ManagerKind kind) { return nameOf(kind, kManagers); }
+
+std::vector<std::string> Config::deployCommand() const {
+    if (!deploy.command.empty()) return deploy.command;
+    return {"nixproc-" + managerName(process_manager) + "-switch"};
+}
+
+Config loadConfig(const CommandLine& cli, const std::map<std::string, std::string>& environment) {
+    Config config;
+    std::string file = cli.config_file.value_or(exists(kDefaultConfigFile) ? kDefaultConfigFile : "");
+    if (!file.empty()) {
+        config.process_manager = ManagerKind::Supervisord; // a configured image runs a manager
+        applyFile(config, file);
+        config.source = file;
+    }
+    applyEnvironment(config, environment);
+    applyCommandLine(config, cli);
+    if (config.process_manager == ManagerKind::None && config.manager.command.empty())
+        throw ConfigError("no command to run: give one after the options, or set process_manager in " +
+                          std::string(file.empty() ? kDefaultConfigFile : file));
+    return config;
+}
+
+std::string renderConfig(const Config& c) {
+    YAML::Emitter out;
+    auto list = [&](const std::vector<std::string>& v) {
+        out << YAML::Flow << YAML::BeginSeq;
+        for (const auto& s : v) out << s;
+        out << YAML::EndSeq;
+    };
+    auto secs = [](std::chrono::milliseconds ms) { return static_cast<double>(ms.count()) / 1000.0; };
+    out << YAML::BeginMap;
+    out << YAML::Key << "process_manager" << YAML::Value << managerName(c.process_manager);
+    out << YAML::Key << "processes" << YAML::Value << c.processes;
+    out << YAML::Key << "profile" << YAML::Value << c.profile;
+    out << YAML::Key << "watch" << YAML::Value << YAML::BeginMap;
+    out << YAML::Key << "enabled" << YAML::Value << c.watch.enabled;
+    out << YAML::Key << "extra" << YAML::Value;
+    list(c.watch.extra);
+    out << YAML::Key << "debounce_ms" << YAML::Value << c.watch.debounce.count() << YAML::EndMap;
+    out << YAML::Key << "deploy" << YAML::Value << YAML::BeginMap;
+    out << YAML::Key << "command" << YAML::Value;
+    list(c.deployCommand());
+    out << YAML::Key << "check" << YAML::Value;
+    list(c.deploy.check);
+    out << YAML::Key << "timeout_s" << YAML::Value << c.deploy.timeout.count();
+    out << YAML::Key << "on_boot" << YAML::Value << nameOf(c.deploy.on_boot, kOnBoot);
+    out << YAML::Key << "allow_insecure_model" << YAML::Value << c.deploy.allow_insecure_model << YAML::EndMap;
+    out << YAML::Key << "bootstrap" << YAML::Value << YAML::BeginMap;
+    out << YAML::Key << "channel" << YAML::Value << c.bootstrap.channel << YAML::EndMap;
+    out << YAML::Key << "manager" << YAML::Value << YAML::BeginMap;
+    out << YAML::Key << "command" << YAML::Value;
+    list(c.manager.command);
+    out << YAML::Key << "config" << YAML::Value << c.manager.config;
+    out << YAML::Key << "scan_dir" << YAML::Value << c.manager.scan_dir;
+    out << YAML::Key << "live_dir" << YAML::Value << c.manager.live_dir;
+    out << YAML::Key << "runlevel" << YAML::Value << c.manager.runlevel;
+    out << YAML::Key << "step_timeout_s" << YAML::Value << c.manager.step_timeout.count();
+    out << YAML::Key << "workdir" << YAML::Value << c.manager.workdir << YAML::EndMap;
+    out << YAML::Key << "shutdown" << YAML::Value << YAML::BeginMap;
+    out << YAML::Key << "grace_s" << YAML::Value << secs(c.shutdown.grace) << YAML::EndMap;
+    out << YAML::Key << "state_dir" << YAML::Value << c.state_dir;
+    out << YAML::Key << "log" << YAML::Value << YAML::BeginMap;
+    out << YAML::Key << "format" << YAML::Value << nameOf(c.log.format, kFormats);
+    out << YAML::Key << "level" << YAML::Value << c.log.level << YAML::EndMap;
+    out << YAML::EndMap;
+    return std::string(out.c_str()) + "\n";
+}
+
+std::map<std::string, std::string> environmentMap(char** environ) {
+    std::map<std::string, std::string> env;
+    for (char** e = environ; e && *e; ++e) {
+        std::string kv = *e;
+        auto eq = kv.find('=');
+        if (eq != std::string::npos) env[kv.substr(0, eq)] = kv.substr(eq + 1);
+    }
+    return env;
+}
+
+} // namespace nixproc

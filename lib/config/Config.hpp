@@ -1,0 +1,81 @@
+#pragma once
+// One validated configuration from, in rising precedence: the YAML file, the environment
+// (NIXPROC_INIT_<SECTION>_<KEY>, and NIXPROC_PROCESSES as for the nixproc tools), the command line.
+#include "cli/CommandLine.hpp"
+
+#include <chrono>
+#include <map>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace nixproc {
+
+enum class ManagerKind { Supervisord, S6Rc, SysVinit, Disnix, None };
+enum class OnBoot { First, Changed, Always, Never };
+enum class LogFormat { Text, Json };
+
+struct Config {
+    ManagerKind process_manager = ManagerKind::None;
+    std::string processes = "/etc/nixproc/processes.nix";
+    std::string profile = "/nix/var/nix/profiles/processes";
+    struct {
+        bool enabled = true;
+        std::vector<std::string> extra{"ids.nix", "idresources.nix"};
+        std::chrono::milliseconds debounce{250};
+    } watch;
+    struct {
+        std::vector<std::string> command; // empty: nixproc-<pm>-switch
+        std::vector<std::string> check{"nix-instantiate", "--parse"};
+        std::chrono::seconds timeout{3600};
+        OnBoot on_boot = OnBoot::Changed;
+        bool allow_insecure_model = false;
+    } deploy;
+    struct {
+        std::string channel; // empty: no channel set-up
+    } bootstrap;
+    struct {
+        std::vector<std::string> command; // empty: the backend's own
+        std::string config = "/etc/supervisor/supervisord.conf"; // supervisord
+        std::string scan_dir = "/run/service";                    // s6-rc: s6-svscan's folder
+        std::string live_dir = "/run/s6-rc";                      // s6-rc: its live state
+        int runlevel = 3;                                         // sysvinit
+        std::chrono::seconds step_timeout{60}; // each rc script, s6-rc or disnix step
+        std::string workdir;                   // empty: the init's own
+    } manager;
+    struct {
+        std::chrono::milliseconds grace{8000};
+    } shutdown;
+    std::string state_dir = "/var/lib/nixproc-init";
+    struct {
+        LogFormat format = LogFormat::Text;
+        std::string level = "info";
+    } log;
+    // Not configuration keys: how the init was asked to run.
+    bool signal_process_group = false;
+    bool force_subreaper = false;
+    std::string source; // the file that was read, or "" for none
+
+    // The switch command, with the default filled in.
+    std::vector<std::string> deployCommand() const;
+};
+
+struct ConfigError : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+inline constexpr const char* kDefaultConfigFile = "/etc/nixproc/init.yaml";
+
+// The file is the command line's -c, or kDefaultConfigFile when that exists. Throws ConfigError,
+// whose message names file:line:column and the key, or the variable or option.
+Config loadConfig(const CommandLine& cli, const std::map<std::string, std::string>& environment);
+
+// The effective configuration, as YAML that loadConfig accepts back.
+std::string renderConfig(const Config& config);
+
+std::string managerName(ManagerKind kind);
+
+std::map<std::string, std::string> environmentMap(char** environ);
+
+} // namespace nixproc

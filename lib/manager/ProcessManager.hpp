@@ -1,0 +1,71 @@
+#pragma once
+// The process manager the image was built for, chainloaded as the init's main child (or, for
+// sysvinit and disnix, driven by the init itself). Each backend knows its command, when it is
+// ready, how to stop it, and where a deployed profile keeps its process instances.
+#include "config/Config.hpp"
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace nixproc {
+
+// One command the init runs to completion (an rc script, an s6-rc transition...).
+struct Step {
+    std::vector<std::string> argv;
+    std::string label; // for the log: "rc S10webapp start"
+};
+
+// How to tell the manager is ready: a unix socket that accepts a connection (supervisord's
+// control socket) or a FIFO that has a reader (s6-svscan's control FIFO).
+struct ReadinessProbe {
+    enum class Kind { UnixSocket, FifoReader } kind;
+    std::string path;
+    bool ready() const; // non-blocking, answers at once
+};
+
+// Where a deployed profile keeps its process instances, for the deployment plan.
+struct ProfileLayout {
+    std::string folder;   // relative to the profile, e.g. "etc/supervisor/conf.d"
+    std::string prefix;   // only entries starting with it ("S" for rc scripts); "" for all
+    std::string suffix;   // stripped from the name (".conf")
+};
+
+// The manager cannot be started: a binary or a file is missing. exit_code is 127 for a missing
+// program, 2 for missing configuration.
+struct ManagerError : std::runtime_error {
+    ManagerError(const std::string& what, int code) : std::runtime_error(what), exit_code(code) {}
+    int exit_code;
+};
+
+class ProcessManager {
+public:
+    virtual ~ProcessManager() = default;
+
+    virtual std::string name() const = 0;
+    // The main child's argv; empty when the init runs the manager's steps itself.
+    virtual std::vector<std::string> command() const = 0;
+    virtual std::optional<ReadinessProbe> readiness() const { return std::nullopt; }
+    // Run in order once the main child is ready (or at boot, with no main child).
+    virtual std::vector<Step> startSteps() const { return {}; }
+    // Run in order at shutdown, before the main child gets SIGTERM.
+    virtual std::vector<Step> stopSteps() const { return {}; }
+    // Signals that must not reach the manager (supervisord restarts everything on SIGHUP).
+    virtual bool forwards(int sig) const;
+    virtual std::optional<ProfileLayout> layout() const { return std::nullopt; }
+    // Extra environment for nixproc-<pm>-switch.
+    virtual std::vector<std::string> deployEnvironment() const { return {}; }
+
+    // Throws ManagerError when something it needs is missing; nothing has started then.
+    virtual void check() const;
+};
+
+std::unique_ptr<ProcessManager> makeProcessManager(const Config& config);
+
+// The value of `key` in `[section]` of an ini file (supervisord.conf); "" when absent.
+std::string iniValue(const std::string& file, const std::string& section, const std::string& key);
+
+} // namespace nixproc

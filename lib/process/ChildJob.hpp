@@ -1,0 +1,51 @@
+#pragma once
+// A child the init runs for a purpose (an rc script, an s6-rc step, a deployment): its output is
+// logged line by line behind a prefix, it gets SIGTERM when its time is up and SIGKILL after
+// that, and the callback learns how it ended once it is reaped and its output is drained.
+#include "process/Reaper.hpp"
+#include "process/Spawner.hpp"
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace boost::asio {
+class io_context;
+}
+
+namespace nixproc {
+
+struct JobSpec {
+    std::vector<std::string> argv;
+    std::vector<std::string> environment; // empty: the init's
+    std::string workdir;
+    std::string log_prefix;               // "deploy #3 |", "rc S10nginx start |"
+    std::chrono::milliseconds timeout{std::chrono::hours(1)};
+    std::chrono::milliseconds kill_after{std::chrono::seconds(5)}; // SIGTERM → SIGKILL
+};
+
+struct JobResult {
+    int exit_code = 0;       // as the init would report it: status, 128+N, 127/126 when not started
+    std::string description; // "exited with status 1", "killed by SIGKILL", "not found: ..."
+    bool timed_out = false;
+    bool started = true;
+    bool ok() const { return started && !timed_out && exit_code == 0; }
+};
+
+class ChildJob {
+public:
+    using Done = std::function<void(const JobResult&)>;
+
+    // Starts the job; `done` runs on the loop, never from inside start().
+    static std::shared_ptr<ChildJob> start(boost::asio::io_context& io, const Spawner& spawner, Reaper& reaper,
+                                           JobSpec spec, Done done);
+    virtual ~ChildJob() = default;
+
+    // SIGTERM now, SIGKILL after kill_after (a shutdown that cannot wait for the job).
+    virtual void stop() = 0;
+    virtual pid_t pid() const = 0;
+};
+
+} // namespace nixproc

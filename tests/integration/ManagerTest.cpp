@@ -1,0 +1,169 @@
+// The process managers under nixproc-init as PID 1: real supervisord, real s6-svscan (with
+// stand-ins for s6-rc, not packaged for Debian 12), rc scripts that daemonize through the real
+// start-stop-daemon, disnix through a stand-in; and configuration errors.
+#include "process/Children.hpp"
+#include "support/Harness.hpp"
+
+#include <algorithm>
+#include <catch2/catch.hpp>
+#include <csignal>
+#include <set>
+
+using namespace harness;
+
+namespace {
+
+std::vector<std::string> init(std::vector<std::string> args) {
+    args.insert(args.begin(), initBinary());
+    return inPidNamespace(std::move(args));
+}
+
+std::string pathWithStandins() { return std::string("PATH=") + STANDINS_DIR + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"; }
+
+std::string supervisordConf(const TempDir& t) {
+    return "[unix_http_server]\nfile=" + t / "supervisor.sock" + "\nchmod=0700\n\n"
+           "[supervisord]\nlogfile=" + t / "supervisord.log" + "\npidfile=" + t / "supervisord.pid" + "\n\n"
+           "[rpcinterface:supervisor]\nsupervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n\n"
+           "[supervisorctl]\nserverurl=unix://" + t / "supervisor.sock" + "\n\n"
+           "[include]\nfiles=conf.d/*.conf\n";
+}
+
+std::string supervisordYaml(const std::string& conf) {
+    return "process_manager: supervisord\nmanager:\n  config: " + conf + "\n";
+}
+
+} // namespace
+
+TEST_CASE("supervisord runs its programs; SIGTERM stops everything within the grace, exit 0", "[managers][supervisord]") {
+    TempDir t;
+    Fifo up(t / "up");
+    auto conf = t.write("supervisor/supervisord.conf", supervisordConf(t));
+    for (std::string name : {"one", "two"})
+        t.write("supervisor/conf.d/" + name + ".conf",
+                "[program:" + name + "]\ncommand=sh -c 'echo " + name + " > " + t / "up" + "; exec sleep 1001'\n");
+    Child c(init({"-c", t.write("init.yaml", supervisordYaml(conf))}));
+    std::set<std::string> started{up.readLine().value_or("?"), up.readLine().value_or("?")};
+    CHECK(started == std::set<std::string>{"one", "two"});
+    REQUIRE(c.expectLog("supervisord is ready"));
+
+    REQUIRE(::kill(namespaceInit(c.pid()), SIGHUP) == 0); // would restart every program
+    REQUIRE(c.expectLog("SIGHUP not forwarded to supervisord"));
+
+    REQUIRE(::kill(namespaceInit(c.pid()), SIGTERM) == 0);
+    CHECK(c.wait() == 0);
+    CHECK_THAT(c.stderrText(), Catch::Contains("supervisord (pid 2) exited with status 0"));
+    CHECK_THAT(c.stderrText(), !Catch::Contains("SIGKILL"));
+    CHECK_THAT(readFile(t / "supervisord.log"), Catch::Contains("stopped: one") && Catch::Contains("stopped: two"));
+}
+
+TEST_CASE("supervisord stuck on a program that ignores SIGTERM is killed at the grace", "[managers][supervisord]") {
+    TempDir t;
+    Fifo up(t / "up");
+    auto conf = t.write("supervisor/supervisord.conf", supervisordConf(t));
+    t.write("supervisor/conf.d/stubborn.conf", "[program:stubborn]\ncommand=" + testkit() + " stubborn " + t / "up" +
+                                                   "\nstopwaitsecs=600\nstdout_logfile=" + t / "stubborn.out\n");
+    Child c(init({"-t", "2", "-c", t.write("init.yaml", supervisordYaml(conf))}));
+    REQUIRE(up.readLine() == "ready");
+    REQUIRE(::kill(namespaceInit(c.pid()), SIGTERM) == 0);
+    CHECK(c.wait() == 128 + SIGKILL);
+    CHECK(c.secondsToExit() >= 2.0);
+    CHECK_THAT(c.stderrText(), Catch::Contains("grace of 2 s is over"));
+    CHECK_THAT(readFile(t / "stubborn.out"), Catch::Contains("got 15")); // supervisord did ask it
+}
+
+TEST_CASE("s6-rc: s6-svscan supervises, s6-rc brings the longruns up and down, the grace bounds a stuck one", "[managers][s6]") {
+    TempDir t;
+    auto db = "profile/etc/s6/rc/compiled/servicedirs/";
+    t.write(db + std::string("stubborn/run"), "#!/bin/sh\nexec " + testkit() + " stubborn\n", 0755);
+    t.write("scan/.keep", "");
+    auto yaml = t.write("init.yaml", "process_manager: s6-rc\nprofile: " + t / "profile" + "\nmanager:\n  scan_dir: " +
+                                         t / "scan" + "\n  live_dir: " + t / "live" + "\nshutdown:\n  grace_s: 3\n");
+    Child c(init({"-c", yaml}), {.env = {pathWithStandins(), "NIXPROC_STANDIN_LOG=" + t / "calls"}});
+    REQUIRE(c.readLine() == "ready"); // the longrun, through s6-supervise's stdout (the init's)
+    REQUIRE(c.expectLog("s6-rc started"));
+    REQUIRE(::kill(namespaceInit(c.pid()), SIGTERM) == 0);
+    CHECK(c.readLine() == "got 15"); // s6-rc -bDa change: s6-supervise sent SIGTERM
+    CHECK(c.wait() == 128 + SIGKILL);  // s6-svscan waited on it for ever: the init's grace ended it
+    CHECK_THAT(c.stderrText(), Catch::Contains("grace of 3 s is over"));
+    CHECK(readFile(t / "calls") == "s6-rc-init -c " + t / "profile/etc/s6/rc/compiled" + " -l " + t / "live" + " " +
+                                        t / "scan" + "\ns6-rc -l " + t / "live" + " -u change default\ns6-rc -l " +
+                                        t / "live" + " -da change \n");
+}
+
+TEST_CASE("sysvinit: rc scripts start in S order, their daemons are adopted, stop runs in reverse", "[managers][sysvinit]") {
+    TempDir t;
+    for (auto [script, name] : {std::pair{"S10one", "one"}, std::pair{"S20two", "two"}}) {
+        std::string pid = t / (std::string(name) + ".pid");
+        t.write("profile/etc/rc.d/rc3.d/" + std::string(script),
+                "#!/bin/sh\ncase \"$1\" in\n"
+                "start) echo start " + std::string(name) + " >> " + t / "order" + "\n"
+                "  exec start-stop-daemon --start --background --make-pidfile --pidfile " + pid + " --exec /usr/bin/sleep -- 1001 ;;\n"
+                "stop) echo stop " + std::string(name) + " >> " + t / "order" + "\n"
+                "  exec start-stop-daemon --stop --pidfile " + pid + " --retry TERM/5 --remove-pidfile ;;\n"
+                "esac\n", 0755);
+    }
+    t.write("profile/etc/rc.d/rc3.d/K10one", "#!/bin/sh\necho never >> " + t / "order" + "\n", 0755);
+    auto yaml = t.write("init.yaml", "process_manager: sysvinit\nprofile: " + t / "profile" + "\n");
+    Child c(init({"-c", yaml}));
+    REQUIRE(c.expectLog("sysvinit started"));
+    CHECK(readFile(t / "order") == "start one\nstart two\n");
+    auto adopted = nixproc::childrenOf(namespaceInit(c.pid()));
+    CHECK(adopted.size() == 2); // the two sleeps, re-parented to PID 1 by start-stop-daemon
+
+    REQUIRE(::kill(namespaceInit(c.pid()), SIGTERM) == 0);
+    CHECK(c.wait() == 0);
+    CHECK(readFile(t / "order") == "start one\nstart two\nstop two\nstop one\n");
+    CHECK_THAT(c.stderrText(), !Catch::Contains("SIGKILL"));
+}
+
+TEST_CASE("disnix: the profile's manifest is activated at start and deactivated at stop", "[managers][disnix]") {
+    TempDir t;
+    auto manifest = t.write("profile/manifest.xml", "<manifest>\n<!-- process: sleep 1003 -->\n</manifest>\n");
+    auto yaml = t.write("init.yaml", "process_manager: disnix\nprofile: " + t / "profile" + "\nstate_dir: " + t / "state" + "\n");
+    Child c(init({"-c", yaml}), {.env = {pathWithStandins(), "NIXPROC_STANDIN_LOG=" + t / "calls"}});
+    REQUIRE(c.expectLog("disnix started"));
+    REQUIRE(::kill(namespaceInit(c.pid()), SIGTERM) == 0);
+    CHECK(c.wait() == 0);
+    auto empty = t / "state/disnix-empty-manifest.xml";
+    CHECK(readFile(t / "calls") == "disnix-activate -o " + empty + " " + manifest + "\ndisnix-activate -o " + manifest + " " + empty + "\n");
+    CHECK_THAT(c.stderrText(), Catch::Contains("stopping the processes left behind")); // the sleep it started
+}
+
+TEST_CASE("a COMMAND replaces the manager's own command", "[managers]") {
+    TempDir t;
+    auto conf = t.write("supervisor/supervisord.conf", supervisordConf(t));
+    Child c(init({"-c", t.write("init.yaml", supervisordYaml(conf)), "--", "sh", "-c", "exit 4"}));
+    CHECK(c.wait() == 4);
+}
+
+TEST_CASE("configuration and manager errors: a clear message and no start", "[managers][config]") {
+    TempDir t;
+    auto run = [&](const std::string& yaml, std::vector<std::string> env = {}) {
+        auto c = std::make_unique<Child>(init({"-c", t.write("init.yaml", yaml)}), Options{.env = std::move(env)});
+        return std::pair{c->wait(), c->stderrText()};
+    };
+    auto [code, err] = run("process_manager: supervisord\nwatch:\n  debounce: 5\n");
+    CHECK(code == 2);
+    CHECK_THAT(err, Catch::Contains(t / "init.yaml:3:3: watch.debounce: unknown key"));
+
+    std::tie(code, err) = run("deploy:\n  timeout_s: soon\n");
+    CHECK(code == 2);
+    CHECK_THAT(err, Catch::Contains(t / "init.yaml:2:14: deploy.timeout_s: expected a number of seconds, got 'soon'"));
+
+    std::tie(code, err) = run("process_manager: supervisord\n", {"NIXPROC_INIT_SHUTDOWN_GRACE_S=-1"});
+    CHECK(code == 2);
+    CHECK_THAT(err, Catch::Contains("environment variable NIXPROC_INIT_SHUTDOWN_GRACE_S: shutdown.grace_s: must be from 0 to 86400 seconds, got -1"));
+
+    std::tie(code, err) = run("process_manager: supervisord\nmanager:\n  config: " + t / "missing.conf" + "\n");
+    CHECK(code == 2);
+    CHECK_THAT(err, Catch::Contains("supervisord: manager.config " + t / "missing.conf" + ": no such file"));
+
+    auto conf = t.write("supervisord.conf", supervisordConf(t));
+    std::tie(code, err) = run(supervisordYaml(conf) + "  command: [no-such-supervisord]\n");
+    CHECK(code == 127);
+    CHECK_THAT(err, Catch::Contains("supervisord: cannot run no-such-supervisord: No such file or directory"));
+
+    std::tie(code, err) = run("process_manager: s6-rc\nmanager:\n  scan_dir: " + t / "scan" + "\n", {"PATH=/usr/bin:/bin"});
+    CHECK(code == 127);
+    CHECK_THAT(err, Catch::Contains("s6-rc: cannot run s6-rc: No such file or directory"));
+}
