@@ -1,5 +1,6 @@
 #include "init/Init.hpp"
 
+#include "deploy/DeployQueue.hpp"
 #include "init/SignalRouter.hpp"
 #include "process/ChildJob.hpp"
 #include "process/Children.hpp"
@@ -41,6 +42,7 @@ struct Init::Loop {
     Reaper reaper;
     Spawner spawner{signals};
     std::optional<SignalRouter> router;
+    std::optional<DeployQueue> deployer; // none for a plain init
     boost::asio::steady_timer deadline{io}; // the grace, then the wait after SIGKILL
     boost::asio::steady_timer probe{io};    // readiness polling, only while starting
     const bool pid1 = ::getpid() == 1;
@@ -63,6 +65,7 @@ struct Init::Loop {
         if (!becomeSubreaper()) return exit_code::kInternal;
         router.emplace(io, signals.blocked(), [this](const ReceivedSignal& s) { onSignal(s); });
         if (!startMainChild()) return exit_code;
+        if (config.process_manager != ManagerKind::None) deployer.emplace(io, spawner, reaper, config, manager);
         if (auto ready = manager.readiness()) awaitReady(*ready, Clock::now(), milliseconds(10));
         else runStartSteps();
         io.run();
@@ -121,6 +124,7 @@ struct Init::Loop {
         runSteps(manager.startSteps(), 0, config.manager.step_timeout, ++sequence, [this] {
             spdlog::log(manager.name() == "none" ? spdlog::level::debug : spdlog::level::info, "{} started",
                         manager.name());
+            if (deployer) deployer->managerReady();
         });
     }
 
@@ -141,12 +145,14 @@ struct Init::Loop {
     }
 
     void onSignal(const ReceivedSignal& s) {
-        RoutingPolicy policy;
+        RoutingPolicy policy{.hup_redeploys = deployer.has_value()};
         switch (routeSignal(s.signo, policy)) {
         case SignalAction::Reap: afterReap(reaper.drain()); break;
         case SignalAction::Shutdown: beginShutdown(s.signo); break;
         case SignalAction::Forward: forward(s.signo); break;
         case SignalAction::Redeploy:
+            if (!stop_signal) deployer->deployNow();
+            break;
         case SignalAction::Ignore: spdlog::debug("{} ignored", signalName(s.signo)); break;
         }
     }
@@ -169,6 +175,7 @@ struct Init::Loop {
         spdlog::info("{} received: stopping (grace {} s)", signalName(sig), seconds(config.shutdown.grace));
         beginGrace();
         probe.cancel();
+        if (deployer) deployer->shutdown();
         if (step) step->stop(); // a start step still running: cut short
         stopping_steps = true;
         auto remaining = std::chrono::duration_cast<milliseconds>(grace_end - Clock::now());
@@ -182,6 +189,7 @@ struct Init::Loop {
 
     void onMainChildExit(int status) {
         main_status = status;
+        if (deployer) deployer->shutdown(); // nothing left to deploy to
         spdlog::info("{} (pid {}) {}", manager.name() == "none" ? "main child" : manager.name(), main_pid,
                      describeStatus(status));
     }

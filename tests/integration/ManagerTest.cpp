@@ -28,8 +28,13 @@ std::string supervisordConf(const TempDir& t) {
            "[include]\nfiles=conf.d/*.conf\n";
 }
 
-std::string supervisordYaml(const std::string& conf) {
-    return "process_manager: supervisord\nmanager:\n  config: " + conf + "\n";
+// No model in these tests: nothing is deployed, and nothing is written outside the test's folder.
+std::string isolated(const TempDir& t) {
+    return "processes: " + t / "nixproc/processes.nix" + "\nstate_dir: " + t / "state" + "\nprofile: " + t / "profile" + "\n";
+}
+
+std::string supervisordYaml(const TempDir& t, const std::string& conf) {
+    return isolated(t) + "process_manager: supervisord\nmanager:\n  config: " + conf + "\n";
 }
 
 } // namespace
@@ -41,13 +46,13 @@ TEST_CASE("supervisord runs its programs; SIGTERM stops everything within the gr
     for (std::string name : {"one", "two"})
         t.write("supervisor/conf.d/" + name + ".conf",
                 "[program:" + name + "]\ncommand=sh -c 'echo " + name + " > " + t / "up" + "; exec sleep 1001'\n");
-    Child c(init({"-c", t.write("init.yaml", supervisordYaml(conf))}));
+    Child c(init({"-c", t.write("init.yaml", supervisordYaml(t, conf))}));
     std::set<std::string> started{up.readLine().value_or("?"), up.readLine().value_or("?")};
     CHECK(started == std::set<std::string>{"one", "two"});
     REQUIRE(c.expectLog("supervisord is ready"));
 
-    REQUIRE(::kill(namespaceInit(c.pid()), SIGHUP) == 0); // would restart every program
-    REQUIRE(c.expectLog("SIGHUP not forwarded to supervisord"));
+    REQUIRE(::kill(namespaceInit(c.pid()), SIGHUP) == 0); // means "deploy now", never reaches supervisord
+    REQUIRE(c.expectLog("is missing or unreadable: nothing to deploy"));
 
     REQUIRE(::kill(namespaceInit(c.pid()), SIGTERM) == 0);
     CHECK(c.wait() == 0);
@@ -62,7 +67,7 @@ TEST_CASE("supervisord stuck on a program that ignores SIGTERM is killed at the 
     auto conf = t.write("supervisor/supervisord.conf", supervisordConf(t));
     t.write("supervisor/conf.d/stubborn.conf", "[program:stubborn]\ncommand=" + testkit() + " stubborn " + t / "up" +
                                                    "\nstopwaitsecs=600\nstdout_logfile=" + t / "stubborn.out\n");
-    Child c(init({"-t", "2", "-c", t.write("init.yaml", supervisordYaml(conf))}));
+    Child c(init({"-t", "2", "-c", t.write("init.yaml", supervisordYaml(t, conf))}));
     REQUIRE(up.readLine() == "ready");
     REQUIRE(::kill(namespaceInit(c.pid()), SIGTERM) == 0);
     CHECK(c.wait() == 128 + SIGKILL);
@@ -76,7 +81,7 @@ TEST_CASE("s6-rc: s6-svscan supervises, s6-rc brings the longruns up and down, t
     auto db = "profile/etc/s6/rc/compiled/servicedirs/";
     t.write(db + std::string("stubborn/run"), "#!/bin/sh\nexec " + testkit() + " stubborn\n", 0755);
     t.write("scan/.keep", "");
-    auto yaml = t.write("init.yaml", "process_manager: s6-rc\nprofile: " + t / "profile" + "\nmanager:\n  scan_dir: " +
+    auto yaml = t.write("init.yaml", isolated(t) + "process_manager: s6-rc\nprofile: " + t / "profile" + "\nmanager:\n  scan_dir: " +
                                          t / "scan" + "\n  live_dir: " + t / "live" + "\nshutdown:\n  grace_s: 3\n");
     Child c(init({"-c", yaml}), {.env = {pathWithStandins(), "NIXPROC_STANDIN_LOG=" + t / "calls"}});
     REQUIRE(c.readLine() == "ready"); // the longrun, through s6-supervise's stdout (the init's)
@@ -103,7 +108,7 @@ TEST_CASE("sysvinit: rc scripts start in S order, their daemons are adopted, sto
                 "esac\n", 0755);
     }
     t.write("profile/etc/rc.d/rc3.d/K10one", "#!/bin/sh\necho never >> " + t / "order" + "\n", 0755);
-    auto yaml = t.write("init.yaml", "process_manager: sysvinit\nprofile: " + t / "profile" + "\n");
+    auto yaml = t.write("init.yaml", isolated(t) + "process_manager: sysvinit\nprofile: " + t / "profile" + "\n");
     Child c(init({"-c", yaml}));
     REQUIRE(c.expectLog("sysvinit started"));
     CHECK(readFile(t / "order") == "start one\nstart two\n");
@@ -119,7 +124,7 @@ TEST_CASE("sysvinit: rc scripts start in S order, their daemons are adopted, sto
 TEST_CASE("disnix: the profile's manifest is activated at start and deactivated at stop", "[managers][disnix]") {
     TempDir t;
     auto manifest = t.write("profile/manifest.xml", "<manifest>\n<!-- process: sleep 1003 -->\n</manifest>\n");
-    auto yaml = t.write("init.yaml", "process_manager: disnix\nprofile: " + t / "profile" + "\nstate_dir: " + t / "state" + "\n");
+    auto yaml = t.write("init.yaml", "processes: " + t / "nixproc/processes.nix" + "\nprocess_manager: disnix\nprofile: " + t / "profile" + "\nstate_dir: " + t / "state" + "\n");
     Child c(init({"-c", yaml}), {.env = {pathWithStandins(), "NIXPROC_STANDIN_LOG=" + t / "calls"}});
     REQUIRE(c.expectLog("disnix started"));
     REQUIRE(::kill(namespaceInit(c.pid()), SIGTERM) == 0);
@@ -132,7 +137,7 @@ TEST_CASE("disnix: the profile's manifest is activated at start and deactivated 
 TEST_CASE("a COMMAND replaces the manager's own command", "[managers]") {
     TempDir t;
     auto conf = t.write("supervisor/supervisord.conf", supervisordConf(t));
-    Child c(init({"-c", t.write("init.yaml", supervisordYaml(conf)), "--", "sh", "-c", "exit 4"}));
+    Child c(init({"-c", t.write("init.yaml", supervisordYaml(t, conf)), "--", "sh", "-c", "exit 4"}));
     CHECK(c.wait() == 4);
 }
 
@@ -159,7 +164,7 @@ TEST_CASE("configuration and manager errors: a clear message and no start", "[ma
     CHECK_THAT(err, Catch::Contains("supervisord: manager.config " + t / "missing.conf" + ": no such file"));
 
     auto conf = t.write("supervisord.conf", supervisordConf(t));
-    std::tie(code, err) = run(supervisordYaml(conf) + "  command: [no-such-supervisord]\n");
+    std::tie(code, err) = run(supervisordYaml(t, conf) + "  command: [no-such-supervisord]\n");
     CHECK(code == 127);
     CHECK_THAT(err, Catch::Contains("supervisord: cannot run no-such-supervisord: No such file or directory"));
 

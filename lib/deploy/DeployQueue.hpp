@@ -1,0 +1,40 @@
+#pragma once
+// Deployments of the processes model, one at a time: at boot (bootstrap: the Nix channel, then the
+// first deployment as soon as the manager is ready), after each edit the ModelWatcher reports, and
+// on SIGHUP. Edits during a deployment coalesce into one follow-up of the latest content. Each
+// deployment: refuse an untrusted model, deploy.check, the switch (its output in the log behind
+// "deploy #N |", bounded by deploy.timeout_s), then the plan per process instance and the result,
+// all recorded in the state file. A failure is logged; the running services stay as they were.
+#include "config/Config.hpp"
+#include "manager/ProcessManager.hpp"
+#include "process/Reaper.hpp"
+#include "process/Spawner.hpp"
+
+#include <memory>
+
+namespace boost::asio {
+class io_context;
+}
+
+namespace nixproc {
+
+class DeployQueue {
+public:
+    DeployQueue(boost::asio::io_context& io, const Spawner& spawner, Reaper& reaper, const Config& config,
+                const ProcessManager& manager);
+    ~DeployQueue();
+
+    // The manager answers: the boot deployment (deploy.on_boot) may run, and whatever the watcher
+    // saw meanwhile.
+    void managerReady();
+    // SIGHUP: deploy now, even an unchanged model.
+    void deployNow();
+    // Stop watching, stop a running deployment (it is recorded as interrupted), start no more.
+    void shutdown();
+
+private:
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
+} // namespace nixproc

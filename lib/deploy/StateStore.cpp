@@ -1,0 +1,119 @@
+#include "deploy/StateStore.hpp"
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <ctime>
+#include <fcntl.h>
+#include <filesystem>
+#include <stdexcept>
+#include <unistd.h>
+#include <yaml-cpp/yaml.h>
+
+namespace nixproc {
+namespace {
+
+constexpr std::size_t kKeptDeployments = 50;
+
+[[noreturn]] void fail(const std::string& file, const std::string& step) {
+    throw std::runtime_error("state file " + file + ": " + step + ": " + std::strerror(errno));
+}
+
+void writeAll(int fd, const std::string& data, const std::string& file) {
+    std::size_t done = 0;
+    while (done < data.size()) {
+        ssize_t n = ::write(fd, data.data() + done, data.size() - done);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) fail(file, "write");
+        done += static_cast<std::size_t>(n);
+    }
+}
+
+} // namespace
+
+StateStore::StateStore(std::string dir) : dir_(std::move(dir)), file_(dir_ + "/state.yaml") {}
+
+std::string StateStore::now() {
+    auto t = std::chrono::system_clock::now();
+    auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
+    std::time_t secs = static_cast<std::time_t>(ms / 1000);
+    std::tm tm{};
+    ::gmtime_r(&secs, &tm);
+    char buf[40];
+    std::size_t n = std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
+    std::snprintf(buf + n, sizeof buf - n, ".%03dZ", static_cast<int>(ms % 1000));
+    return buf;
+}
+
+DeployState StateStore::load() const {
+    DeployState s;
+    std::error_code ec;
+    if (!std::filesystem::exists(file_, ec)) return s;
+    try {
+        YAML::Node root = YAML::LoadFile(file_);
+        s.channel_configured = root["channel_configured"].as<bool>(false);
+        s.bootstrapped = root["bootstrapped"].as<bool>(false);
+        s.deployed_fingerprint = root["deployed_fingerprint"].as<std::string>("");
+        for (const auto& d : root["deployments"]) {
+            DeploymentRecord r;
+            r.number = d["number"].as<unsigned>();
+            r.trigger = d["trigger"].as<std::string>("");
+            r.fingerprint = d["fingerprint"].as<std::string>("");
+            r.started = d["started"].as<std::string>("");
+            r.ended = d["ended"].as<std::string>("");
+            r.outcome = d["outcome"].as<std::string>("");
+            if (d["exit_code"] && !d["exit_code"].IsNull()) r.exit_code = d["exit_code"].as<int>();
+            r.plan = d["plan"].as<std::string>("");
+            s.deployments.push_back(r);
+        }
+    } catch (const YAML::Exception& e) {
+        throw std::runtime_error("state file " + file_ + ": cannot be read: " + e.what());
+    }
+    return s;
+}
+
+void StateStore::save(DeployState s) const {
+    if (s.deployments.size() > kKeptDeployments)
+        s.deployments.erase(s.deployments.begin(), s.deployments.end() - kKeptDeployments);
+    YAML::Emitter out;
+    out << YAML::BeginMap << YAML::Key << "channel_configured" << YAML::Value << s.channel_configured
+        << YAML::Key << "bootstrapped" << YAML::Value << s.bootstrapped << YAML::Key << "deployed_fingerprint"
+        << YAML::Value << s.deployed_fingerprint << YAML::Key << "deployments" << YAML::Value << YAML::BeginSeq;
+    for (const auto& r : s.deployments) {
+        out << YAML::BeginMap << YAML::Key << "number" << YAML::Value << r.number << YAML::Key << "trigger"
+            << YAML::Value << r.trigger << YAML::Key << "fingerprint" << YAML::Value << r.fingerprint << YAML::Key
+            << "started" << YAML::Value << r.started << YAML::Key << "ended" << YAML::Value << r.ended << YAML::Key
+            << "outcome" << YAML::Value << r.outcome << YAML::Key << "exit_code" << YAML::Value;
+        if (r.exit_code) out << *r.exit_code;
+        else out << YAML::Null;
+        out << YAML::Key << "plan" << YAML::Value << r.plan << YAML::EndMap;
+    }
+    out << YAML::EndSeq << YAML::EndMap;
+    std::string text = std::string(out.c_str()) + "\n";
+
+    std::error_code ec;
+    std::filesystem::create_directories(dir_, ec);
+    if (ec) {
+        errno = ec.value();
+        fail(dir_, "create folder");
+    }
+    std::string tmp = file_ + ".tmp";
+    int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) fail(tmp, "open");
+    try {
+        writeAll(fd, text, tmp);
+        if (::fsync(fd) != 0) fail(tmp, "fsync");
+    } catch (...) {
+        ::close(fd);
+        throw;
+    }
+    ::close(fd);
+    if (::rename(tmp.c_str(), file_.c_str()) != 0) fail(file_, "rename");
+    int dfd = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        ::fsync(dfd); // the rename itself must survive a crash
+        ::close(dfd);
+    }
+}
+
+} // namespace nixproc

@@ -1,0 +1,47 @@
+#pragma once
+// What the init remembers between starts, in one small YAML file in state_dir, replaced
+// atomically (temp file, fsync, rename, fsync of the folder): a reader sees the old file or the
+// new one, never half of one, and a crash mid-deployment leaves that deployment "running".
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace nixproc {
+
+struct DeploymentRecord {
+    unsigned number = 0;
+    std::string trigger;     // boot | watch | signal
+    std::string fingerprint; // of the model it deployed
+    std::string started, ended; // ISO 8601, UTC; ended empty while running
+    std::string outcome;     // running | succeeded | failed | refused | timed out | interrupted
+    std::optional<int> exit_code;
+    std::string plan;        // "+webapp2 =webapp =nginx"
+};
+
+struct DeployState {
+    bool channel_configured = false;
+    bool bootstrapped = false;          // a deployment has succeeded once
+    std::string deployed_fingerprint;   // of the last successful deployment
+    std::vector<DeploymentRecord> deployments; // the most recent ones, oldest first
+
+    unsigned nextNumber() const { return deployments.empty() ? 1 : deployments.back().number + 1; }
+};
+
+class StateStore {
+public:
+    explicit StateStore(std::string dir);
+    const std::string& file() const { return file_; }
+
+    // A missing file is a first boot. Throws std::runtime_error naming the file for one that
+    // cannot be read or parsed.
+    DeployState load() const;
+    // Throws std::runtime_error naming the file and the failed step.
+    void save(DeployState state) const;
+
+    static std::string now(); // ISO 8601 UTC with milliseconds
+
+private:
+    std::string dir_, file_;
+};
+
+} // namespace nixproc
