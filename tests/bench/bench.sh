@@ -1,7 +1,8 @@
 #!/bin/bash
 # Side-by-side benchmark of nixproc-init against tini, dumb-init and catatonit (Debian's), each as
 # PID 1 of its own PID namespace, in one run. Prints a Markdown table with each figure's ratio to
-# tini. Run as root after a build:  tests/bench/bench.sh [BUILD_DIR]   (default: build)
+# tini; then the deployment latency table (tests/bench/DeployLatency.cpp).
+# Run as root after a build:  tests/bench/bench.sh [BUILD_DIR]   (default: build)
 #   start-up  `INIT -- /bin/true`, median of $RUNS runs (hyperfine, no shell)
 #   reap      `INIT -- testkit orphans 10000`: create 10,000 orphans until none is a zombie, median of 5
 #   RSS       VmRSS of the init while its child sleeps
@@ -72,3 +73,7 @@ for i in "${inits[@]}"; do
         "${ctx[$i]}"
 done
 echo "(ratios to tini in parentheses; $(nproc) cores, $(uname -r))"
+
+echo >&2 "bench: deployment latency (100 saves, twice)..."
+echo
+"$build/tests/deploy-latency" 100

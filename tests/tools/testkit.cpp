@@ -6,6 +6,7 @@
 //   testkit catch-all            print "ready", then "got N" and exit 128+N on the first signal
 //   testkit ignore-term          ignore SIGTERM, print "ready", wait forever
 //   testkit stubborn [FIFO]      print "ready" (to FIFO too), then "got N" for each TERM/INT/HUP/QUIT, never exit
+//   testkit stamp FILE           append the time it started (ns since the epoch) to FILE
 //   testkit orphan-parent        print "orphan-ppid P": the pid an orphaned grandchild is given to
 #include <cerrno>
 #include <csignal>
@@ -213,6 +214,15 @@ int orphanParent() {
     return 0;
 }
 
+// Appends the wall-clock time of its start, in nanoseconds, to FILE (a deploy command for the
+// latency benchmark).
+int stamp(const char* file) {
+    timespec now{};
+    ::clock_gettime(CLOCK_REALTIME, &now);
+    std::ofstream(file, std::ios::app) << (static_cast<long long>(now.tv_sec) * 1'000'000'000LL + now.tv_nsec) << "\n";
+    return 0;
+}
+
 } // namespace
 
 int main(int argc, char** argv) {
@@ -223,6 +233,7 @@ int main(int argc, char** argv) {
     if (cmd == "fds") return fds();
     if (cmd == "catch-all") return catchAll();
     if (cmd == "ignore-term") return ignoreTerm();
+    if (cmd == "stamp" && argc > 2) return stamp(argv[2]);
     if (cmd == "stubborn") return stubborn(argc > 2 ? argv[2] : nullptr);
     if (cmd == "orphan-parent") return orphanParent();
     std::fprintf(stderr, "usage: testkit orphans N | sigstate | with-signals ... | fds | catch-all | ignore-term | orphan-parent\n");
