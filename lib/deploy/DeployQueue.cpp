@@ -129,14 +129,14 @@ struct DeployQueue::Impl {
     // nix-channel --add and --update once; a failure is logged and tried again next time.
     void bootstrapChannel(std::function<void()> then) {
         if (config.bootstrap.channel.empty() || state.channel_configured) return then();
-        run({"nix-channel", "--add", config.bootstrap.channel}, "bootstrap |", config.deploy.timeout, {},
+        run({"nix-channel", "--add", config.bootstrap.channel}, "bootstrap |", config.deploy.timeout, {}, false,
             [this, then](const JobResult& added) {
                 if (!added.ok()) {
                     spdlog::error("bootstrap: nix-channel --add {}: {}; will try again before the next deployment",
                                   config.bootstrap.channel, added.description);
                     return then();
                 }
-                run({"nix-channel", "--update"}, "bootstrap |", config.deploy.timeout, {}, [this, then](const JobResult& updated) {
+                run({"nix-channel", "--update"}, "bootstrap |", config.deploy.timeout, {}, false, [this, then](const JobResult& updated) {
                     if (updated.ok()) {
                         state.channel_configured = true;
                         spdlog::info("bootstrap: channel {} added and updated", config.bootstrap.channel);
@@ -153,7 +153,7 @@ struct DeployQueue::Impl {
         if (config.deploy.check.empty()) return switchModel();
         auto argv = config.deploy.check;
         argv.push_back(model.path);
-        run(argv, prefix() + " check |", config.deploy.timeout, {}, [this, program = argv.front()](const JobResult& r) {
+        run(argv, prefix() + " check |", config.deploy.timeout, {}, true, [this, program = argv.front()](const JobResult& r) {
             if (r.ok()) return switchModel();
             finish("failed", r.exit_code,
                    "the model does not pass deploy.check (" + program + " " + r.description + "): not switching");
@@ -162,7 +162,7 @@ struct DeployQueue::Impl {
 
     void switchModel() {
         if (auto layout = manager.layout()) before = readProfile(config.profile, *layout);
-        run(config.deployCommand(), prefix() + " |", config.deploy.timeout, switchEnvironment(), [this](const JobResult& r) {
+        run(config.deployCommand(), prefix() + " |", config.deploy.timeout, switchEnvironment(), false, [this](const JobResult& r) {
             std::string plan;
             if (auto layout = manager.layout()) {
                 plan = diffProfiles(before, readProfile(config.profile, *layout)).describe();
@@ -186,10 +186,11 @@ struct DeployQueue::Impl {
     }
 
     void run(std::vector<std::string> argv, std::string log_prefix, std::chrono::seconds timeout,
-             std::vector<std::string> env, std::function<void(const JobResult&)> done) {
+             std::vector<std::string> env, bool output_only_on_failure, std::function<void(const JobResult&)> done) {
         job = ChildJob::start(io, spawner, reaper,
                               {.argv = std::move(argv), .environment = std::move(env), .log_prefix = std::move(log_prefix),
-                               .timeout = timeout, .kill_after = config.shutdown.grace},
+                               .timeout = timeout, .kill_after = config.shutdown.grace,
+                               .output_only_on_failure = output_only_on_failure},
                               [this, done = std::move(done)](const JobResult& r) {
                                   job.reset();
                                   if (stopped && current) return finish("interrupted", r.exit_code, "stopped by the shutdown");

@@ -80,14 +80,19 @@ private:
     void logLines(bool flush_rest) {
         std::size_t start = 0;
         for (auto nl = pending_.find('\n'); nl != std::string::npos; nl = pending_.find('\n', start)) {
-            spdlog::info("{} {}", spec_.log_prefix, std::string_view(pending_).substr(start, nl - start));
+            logLine(pending_.substr(start, nl - start));
             start = nl + 1;
         }
         pending_.erase(0, start);
         if (flush_rest && !pending_.empty()) {
-            spdlog::info("{} {}", spec_.log_prefix, pending_);
+            logLine(pending_);
             pending_.clear();
         }
+    }
+
+    void logLine(std::string line) {
+        if (spec_.output_only_on_failure) held_.push_back(std::move(line));
+        else spdlog::info("{} {}", spec_.log_prefix, line);
     }
 
     // Once the child is gone, what it wrote is in the pipe: take it now rather than wait for an
@@ -105,6 +110,8 @@ private:
 
     void finish() {
         timer_.cancel();
+        if (!result_.ok())
+            for (const auto& line : held_) spdlog::info("{} {}", spec_.log_prefix, line);
         if (done_) std::exchange(done_, nullptr)(result_);
     }
 
@@ -115,6 +122,7 @@ private:
     asio::steady_timer timer_;
     std::array<char, 4096> chunk_{};
     std::string pending_;
+    std::vector<std::string> held_; // output_only_on_failure: shown if it fails
     pid_t pid_ = -1;
     std::optional<int> status_;
     JobResult result_;

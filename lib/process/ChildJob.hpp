@@ -24,6 +24,7 @@ struct JobSpec {
     std::string log_prefix;               // "deploy #3 |", "rc S10nginx start |"
     std::chrono::milliseconds timeout{std::chrono::hours(1)};
     std::chrono::milliseconds kill_after{std::chrono::seconds(5)}; // SIGTERM → SIGKILL
+    bool output_only_on_failure = false; // a check's output matters only when it fails
 };
 
 struct JobResult {

@@ -43,6 +43,7 @@ Child::Child(const std::vector<std::string>& argv, const Options& options) {
     if (pid_ < 0) fail("fork");
     if (pid_ == 0) {
         if (!options.pty) {
+            ::setpgid(0, 0); // its own group, so that ~Child reaches the namespace's init too
             ::dup2(out[1], STDOUT_FILENO);
             ::dup2(err[1], STDERR_FILENO);
             int null = ::open("/dev/null", O_RDONLY);
@@ -68,7 +69,8 @@ Child::Child(const std::vector<std::string>& argv, const Options& options) {
 
 Child::~Child() {
     if (!status_) {
-        ::kill(pid_, SIGKILL);
+        // unshare and the init it forked share this group; the namespace dies with its init.
+        ::kill(-pid_, SIGKILL);
         int st;
         ::waitpid(pid_, &st, 0);
     }

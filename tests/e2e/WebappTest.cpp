@@ -1,0 +1,118 @@
+// The demo end to end, as README walks through it: nixproc-init as PID 1 of a PID namespace, real
+// Nix (nix-build, nix-env profiles), real supervisord and nginx, the demo's web app, and the kit's
+// stand-in for nixproc-supervisord-switch (packaging/demo/).
+#include "support/Harness.hpp"
+
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+using namespace harness;
+namespace fs = std::filesystem;
+
+namespace {
+
+const std::string kKit = SOURCE_DIR "/packaging/demo";
+
+std::string get(const std::string& host) {
+    Child curl({"curl", "-s", "--max-time", "5", "-H", "Host: " + host, "http://127.0.0.1:8080/"});
+    curl.wait();
+    return curl.outputText();
+}
+
+bool answers(const std::string& host, int port) {
+    return get(host).find("listening on port: " + std::to_string(port)) != std::string::npos;
+}
+
+// The supervisord program's pid, from supervisorctl.
+std::string pidOf(const TempDir& t, const std::string& program) {
+    Child ctl({"supervisorctl", "-c", t / "etc/supervisor/supervisord.conf", "pid", program});
+    ctl.wait();
+    return ctl.outputText();
+}
+
+struct Demo {
+    TempDir t;
+    std::vector<std::string> env;
+    std::unique_ptr<Child> init;
+
+    Demo() {
+        Child setup({kKit + "/setup.sh", t.path, WEBAPP_BIN});
+        REQUIRE(setup.wait() == 0);
+        std::istringstream lines(readFile(t / "env"));
+        for (std::string l; std::getline(lines, l);) env.push_back(l);
+    }
+    void start() { init = std::make_unique<Child>(inPidNamespace({initBinary(), "-c", t / "etc/init.yaml"}), Options{.env = env}); }
+    void stop() {
+        REQUIRE(::kill(namespaceInit(init->pid()), SIGTERM) == 0);
+        CHECK(init->wait() == 0);
+        CHECK(init->secondsToExit() > 0);
+        CHECK_THAT(init->stderrText(), !Catch::Contains("SIGKILL"));
+    }
+    std::string model() const { return t / "etc/nixproc/processes.nix"; }
+};
+
+} // namespace
+
+TEST_CASE("webapp demo: boot, add webapp2 by editing processes.nix, a broken edit, restarts", "[e2e]") {
+    Demo demo;
+    demo.start();
+    REQUIRE(demo.init->expectLog("deploy #1: done", 120s));
+    CHECK_THAT(demo.init->stderrText(), Catch::Contains("deploy #1: +nginx +webapp"));
+    CHECK(answers("webapp.local", 5000));
+    auto webapp_pid = pidOf(demo.t, "webapp");
+    REQUIRE_FALSE(webapp_pid.empty());
+
+    // The edit of README's walk-through: cp the version with webapp2 over the model.
+    auto saved = std::chrono::steady_clock::now();
+    fs::copy_file(kKit + "/processes-with-webapp2.nix", demo.model(), fs::copy_options::overwrite_existing);
+    REQUIRE(demo.init->expectLog("deploy #2: done", 120s));
+    // supervisorctl update does not wait for RUNNING: look until webapp2 answers (bounded).
+    bool up = false;
+    for (int i = 0; i < 1000 && !(up = answers("webapp2.local", 5001)); ++i) ::usleep(20'000);
+    REQUIRE(up);
+    double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - saved).count();
+    std::printf("e2e: from the save that adds webapp2 to webapp2 answering: %.2f s\n", seconds);
+    CHECK_THAT(demo.init->stderrText(), Catch::Contains("deploy #2: +webapp2 ~nginx =webapp"));
+    CHECK(pidOf(demo.t, "webapp") == webapp_pid); // untouched
+    CHECK(answers("webapp.local", 5000));
+
+    // A broken edit: reported, and nothing running changes.
+    std::ofstream(demo.model(), std::ios::trunc) << "{ webapp = ; }\n";
+    REQUIRE(demo.init->expectLog("deploy #3: failed", 60s));
+    CHECK_THAT(demo.init->stderrText(), Catch::Contains("deploy #3 check | error: syntax error"));
+    CHECK(answers("webapp.local", 5000));
+    CHECK(answers("webapp2.local", 5001));
+
+    // The fix deploys (the same instances: nothing to restart).
+    std::string fixed = readFile(kKit + "/processes-with-webapp2.nix") + "# fixed\n";
+    std::ofstream(demo.model(), std::ios::trunc) << fixed;
+    REQUIRE(demo.init->expectLog("deploy #4: done", 120s));
+    CHECK_THAT(demo.init->stderrText(), Catch::Contains("deploy #4: =nginx =webapp =webapp2"));
+    CHECK(pidOf(demo.t, "webapp") == webapp_pid);
+
+    demo.stop();
+
+    // Restart with the same state: nothing to deploy, the services come back.
+    demo.start();
+    REQUIRE(demo.init->expectLog("unchanged since deployment #4: nothing to deploy at boot", 60s));
+    bool back = false;
+    for (int i = 0; i < 1000 && !(back = answers("webapp2.local", 5001)); ++i) ::usleep(20'000);
+    CHECK(back);
+    CHECK(answers("webapp.local", 5000));
+    demo.stop();
+
+    // Edited while stopped: deployed at start.
+    fs::copy_file(kKit + "/processes.nix", demo.model(), fs::copy_options::overwrite_existing);
+    demo.start();
+    REQUIRE(demo.init->expectLog("deploy #5: done", 120s));
+    CHECK_THAT(demo.init->stderrText(), Catch::Contains("deploy #5: at boot"));
+    CHECK_THAT(demo.init->stderrText(), Catch::Contains("deploy #5: -webapp2 ~nginx =webapp"));
+    CHECK(answers("webapp.local", 5000));
+    CHECK_FALSE(answers("webapp2.local", 5001));
+    demo.stop();
+}
