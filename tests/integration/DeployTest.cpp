@@ -241,3 +241,18 @@ TEST_CASE("SIGHUP deploys now; an insecure model is refused with the reason", "[
     CHECK_THAT(c.init->stderrText(), Catch::Contains("the model file " + c.path + " is writable by others (mode 0646)"));
     CHECK(c.records().size() == 2);
 }
+
+TEST_CASE("bootstrap: a channel that cannot be updated is logged, never fatal, and tried again", "[deploy]") {
+    Container c;
+    // Real nix-channel, with its own HOME (it writes ~/.nix-channels); the machine is offline, so
+    // --update fails the way a network outage would.
+    fs::create_directories(c.t / "home");
+    c.start("bootstrap:\n  channel: http://127.0.0.1:9/nixpkgs-unstable\n", {"HOME=" + c.t / "home"});
+    REQUIRE(c.done(1));
+    CHECK_THAT(c.init->stderrText(), Catch::Contains("bootstrap: nix-channel --update: exited with status 1; will try again"));
+    CHECK_THAT(readFile(c.t / "home/.nix-channels"), Catch::Contains("http://127.0.0.1:9/nixpkgs-unstable nixpkgs"));
+    c.save(model("2"));
+    REQUIRE(c.done(2));
+    CHECK(harness::count(c.init->stderrText(), "bootstrap: nix-channel --update") == 2);
+    CHECK_THAT(readFile(c.t / "state/state.yaml"), Catch::Contains("channel_configured: false"));
+}
