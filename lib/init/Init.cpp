@@ -72,6 +72,11 @@ struct Init::Loop {
         return exit_code;
     }
 
+    // A plain init (like tini) stays quiet about its one child; a manager's start is news.
+    spdlog::level::level_enum lifecycleLevel() const {
+        return config.process_manager == ManagerKind::None ? spdlog::level::debug : spdlog::level::info;
+    }
+
     // Orphans are re-parented to PID 1; anywhere else they would escape us unless we subreap.
     bool becomeSubreaper() {
         if (pid1 && !config.force_subreaper) return true;
@@ -95,8 +100,7 @@ struct Init::Loop {
             return false;
         }
         reaper.watch(main_pid, [this](pid_t, int status) { onMainChildExit(status); });
-        spdlog::log(manager.name() == "none" ? spdlog::level::debug : spdlog::level::info, "started {} (pid {}): {}",
-                    manager.name(), main_pid, fmt::join(argv, " "));
+        spdlog::log(lifecycleLevel(), "started {} (pid {}): {}", manager.name(), main_pid, fmt::join(argv, " "));
         return true;
     }
 
@@ -122,8 +126,7 @@ struct Init::Loop {
 
     void runStartSteps() {
         runSteps(manager.startSteps(), 0, config.manager.step_timeout, ++sequence, [this] {
-            spdlog::log(manager.name() == "none" ? spdlog::level::debug : spdlog::level::info, "{} started",
-                        manager.name());
+            spdlog::log(lifecycleLevel(), "{} started", manager.name());
             if (deployer) deployer->managerReady();
         });
     }
@@ -190,7 +193,7 @@ struct Init::Loop {
     void onMainChildExit(int status) {
         main_status = status;
         if (deployer) deployer->shutdown(); // nothing left to deploy to
-        spdlog::info("{} (pid {}) {}", manager.name() == "none" ? "main child" : manager.name(), main_pid,
+        spdlog::info("{} (pid {}) {}", config.process_manager == ManagerKind::None ? "main child" : manager.name(), main_pid,
                      describeStatus(status));
     }
 

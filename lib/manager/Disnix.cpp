@@ -3,9 +3,7 @@
 // Dysnomia starts are adopted and reaped by the init.
 #include "manager/Backends.hpp"
 
-#include "process/CommandPath.hpp"
 
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 
@@ -34,8 +32,7 @@ public:
     std::optional<ProfileLayout> layout() const override { return ProfileLayout{"etc/disnix/services", "", ""}; }
 
     void check() const override {
-        auto found = resolveCommand("disnix-activate", std::getenv("PATH"));
-        if (found.error) throw ManagerError("disnix: cannot run disnix-activate: " + found.error.message(), found.exitCode());
+        requireProgram(name(), "disnix-activate");
         ProcessManager::check();
     }
 

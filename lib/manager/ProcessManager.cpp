@@ -36,12 +36,15 @@ bool ReadinessProbe::ready() const {
 
 bool ProcessManager::forwards(int) const { return true; }
 
+void requireProgram(const std::string& manager, const std::string& program) {
+    auto resolved = resolveCommand(program, std::getenv("PATH"));
+    if (resolved.error)
+        throw ManagerError(manager + ": cannot run " + program + ": " + resolved.error.message(), resolved.exitCode());
+}
+
 void ProcessManager::check() const {
     auto argv = command();
-    if (argv.empty()) return;
-    auto resolved = resolveCommand(argv.front(), std::getenv("PATH"));
-    if (resolved.error)
-        throw ManagerError(name() + ": cannot run " + argv.front() + ": " + resolved.error.message(), resolved.exitCode());
+    if (!argv.empty()) requireProgram(name(), argv.front());
 }
 
 std::string iniValue(const std::string& file, const std::string& section, const std::string& key) {

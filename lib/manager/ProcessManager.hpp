@@ -65,6 +65,9 @@ public:
 
 std::unique_ptr<ProcessManager> makeProcessManager(const Config& config);
 
+// Throws ManagerError (127 or 126) naming the manager when `program` cannot be run from PATH.
+void requireProgram(const std::string& manager, const std::string& program);
+
 // The value of `key` in `[section]` of an ini file (supervisord.conf); "" when absent.
 std::string iniValue(const std::string& file, const std::string& section, const std::string& key);
 

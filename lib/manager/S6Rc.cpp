@@ -5,10 +5,8 @@
 // and SIGKILL bound it.
 #include "manager/Backends.hpp"
 
-#include "process/CommandPath.hpp"
 #include "process/ExitStatus.hpp"
 
-#include <cstdlib>
 #include <filesystem>
 
 namespace nixproc {
@@ -53,10 +51,7 @@ public:
     }
 
     void check() const override {
-        for (const char* tool : {"s6-rc", "s6-rc-init"}) {
-            auto found = resolveCommand(tool, std::getenv("PATH"));
-            if (found.error) throw ManagerError(std::string("s6-rc: cannot run ") + tool + ": " + found.error.message(), found.exitCode());
-        }
+        for (const char* tool : {"s6-rc", "s6-rc-init"}) requireProgram(name(), tool);
         std::error_code ec;
         fs::create_directories(config_.manager.scan_dir, ec);
         if (ec) throw ManagerError("s6-rc: manager.scan_dir " + config_.manager.scan_dir + ": " + ec.message(), exit_code::kUsage);
