@@ -200,6 +200,7 @@ struct DeployQueue::Impl {
 
     std::string prefix() const { return "deploy #" + std::to_string(current->number); }
 
+    // The state file first, then the log line: whoever reads the log may rely on the record.
     void finish(const std::string& outcome, std::optional<int> exit_code, const std::string& why) {
         double secs = std::chrono::duration<double>(Clock::now() - started).count();
         current->outcome = outcome;
@@ -208,12 +209,10 @@ struct DeployQueue::Impl {
         if (outcome == "succeeded") {
             state.bootstrapped = true;
             state.deployed_fingerprint = current->fingerprint;
-            spdlog::info("{}: done in {:.1f} s", prefix(), secs);
-        } else {
-            spdlog::error("{}: {} after {:.1f} s: {}; the running services are as they were", prefix(), outcome, secs, why);
         }
-        state.deployments.back() = *current;
         record();
+        if (outcome == "succeeded") spdlog::info("{}: done in {:.1f} s", prefix(), secs);
+        else spdlog::error("{}: {} after {:.1f} s: {}; the running services are as they were", prefix(), outcome, secs, why);
         current.reset();
         startNext();
     }

@@ -256,3 +256,17 @@ TEST_CASE("bootstrap: a channel that cannot be updated is logged, never fatal, a
     CHECK(harness::count(c.init->stderrText(), "bootstrap: nix-channel --update") == 2);
     CHECK_THAT(readFile(c.t / "state/state.yaml"), Catch::Contains("channel_configured: false"));
 }
+
+TEST_CASE("a switch past deploy.timeout_s gets SIGTERM, then SIGKILL after the grace, and that is reported", "[deploy]") {
+    Container c;
+    c.start("  timeout_s: 1\n  command: [" + testkit() + ", ignore-term]\nshutdown:\n  grace_s: 1\n");
+    REQUIRE(c.init->expectLog("deploy #1: timed out", 60s));
+    auto log = c.init->stderrText();
+    CHECK_THAT(log, Catch::Contains("deploy #1 | still running after 1 s: SIGTERM"));
+    CHECK_THAT(log, Catch::Contains("deploy #1 | ignored SIGTERM for 1 s: SIGKILL"));
+    CHECK_THAT(log, Catch::Contains("killed by SIGKILL after deploy.timeout_s 1 s"));
+    CHECK_THAT(readFile(c.t / "state/state.yaml"), Catch::Contains("outcome: timed out"));
+    // The failed deployment took nothing down: the init is still there and stops cleanly.
+    REQUIRE(::kill(namespaceInit(c.init->pid()), SIGTERM) == 0);
+    CHECK(c.init->wait() == 0);
+}

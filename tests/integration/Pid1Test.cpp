@@ -4,6 +4,8 @@
 #include "support/Harness.hpp"
 
 #include <catch2/catch.hpp>
+#include <sstream>
+#include <yaml-cpp/yaml.h>
 #include <csignal>
 #include <fcntl.h>
 #include <unistd.h>
@@ -121,6 +123,28 @@ TEST_CASE("the working directory is kept unless -w asks for another", "[pid1]") 
     CHECK(root.readLine() == "/");
     Child missing({initBinary(), "-w", "/no/such/dir", "--", "pwd"});
     CHECK(missing.wait() == 126);
+}
+
+TEST_CASE("the init's own lines go to stderr, never stdout; as JSON with log.format json", "[pid1]") {
+    Child text(init({"-v", "--", "true"}));
+    CHECK(text.wait() == 0);
+    CHECK(text.outputText().empty());
+    CHECK_THAT(text.stderrText(), Catch::Contains("exiting with status 0"));
+
+    Child json(init({"-v", "--", "sh", "-c", "exit 3"}), {.env = {"NIXPROC_INIT_LOG_FORMAT=json"}});
+    CHECK(json.wait() == 3);
+    CHECK(json.outputText().empty());
+    std::istringstream lines(json.stderrText());
+    int parsed = 0;
+    for (std::string line; std::getline(lines, line); ++parsed) {
+        INFO(line);
+        auto event = YAML::Load(line); // JSON is YAML: one object per line
+        CHECK(event["level"].as<std::string>().size() > 0);
+        CHECK(event["time"].as<std::string>().ends_with("Z"));
+        CHECK(event["msg"].as<std::string>().size() > 0);
+    }
+    CHECK(parsed >= 2);
+    CHECK_THAT(json.stderrText(), Catch::Contains(R"j("msg":"exiting with status 3 (0 orphans reaped)")j"));
 }
 
 TEST_CASE("not PID 1: it registers as a subreaper and adopts orphans", "[subreaper]") {
