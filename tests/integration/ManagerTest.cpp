@@ -141,6 +141,20 @@ TEST_CASE("a COMMAND replaces the manager's own command", "[managers]") {
     CHECK(c.wait() == 4);
 }
 
+TEST_CASE("the configuration check prints the effective configuration and starts nothing", "[managers][config]") {
+    TempDir t;
+    auto yaml = t.write("init.yaml", "process_manager: s6-rc\ndeploy:\n  timeout_s: 60\n");
+    Child c({initBinary(), "-c", yaml, "-t", "3", "--check-config"}, {.env = {"NIXPROC_INIT_WATCH_DEBOUNCE_MS=40"}});
+    CHECK(c.wait() == 0);
+    auto out = c.outputText();
+    CHECK_THAT(out, Catch::Contains("process_manager: s6-rc"));
+    CHECK_THAT(out, Catch::Contains("  command: [nixproc-s6-rc-switch]"));
+    CHECK_THAT(out, Catch::Contains("  timeout_s: 60"));
+    CHECK_THAT(out, Catch::Contains("  debounce_ms: 40"));
+    CHECK_THAT(out, Catch::Contains("  grace_s: 3"));
+    CHECK(c.stderrText().empty());
+}
+
 TEST_CASE("configuration and manager errors: a clear message and no start", "[managers][config]") {
     TempDir t;
     auto run = [&](const std::string& yaml, std::vector<std::string> env = {}) {
