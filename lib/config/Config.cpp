@@ -167,10 +167,13 @@ void applyFile(Config& config, const std::string& file) {
     }
     if (root.IsNull()) return;
     if (!root.IsMap()) throw ConfigError(where(file, root.Mark()) + ": expected a mapping of keys");
+    std::map<std::string, int> seen; // key → line: a second mention would silently win
     std::function<void(const YAML::Node&, const std::string&)> walk = [&](const YAML::Node& map, const std::string& prefix) {
         for (const auto& kv : map) {
             std::string key = prefix + kv.first.as<std::string>();
             Origin at{where(file, kv.first.Mark()), key};
+            if (auto [it, fresh] = seen.emplace(key, kv.first.Mark().line + 1); !fresh)
+                at.fail("given twice (first on line " + std::to_string(it->second) + ")");
             bool section = prefix.empty() && std::find(kSections.begin(), kSections.end(), key) != kSections.end();
             if (section) {
                 if (kv.second.IsNull()) continue;

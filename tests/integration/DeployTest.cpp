@@ -32,6 +32,9 @@ struct Container {
     std::string path = folder + "/processes.nix";
     std::unique_ptr<Child> init;
     int debounce_ms = 100; // short, so the tests run fast; the storm test uses the default
+    std::string state_dir = t / "state";
+    std::string switch_command = "[nixproc-sysvinit-switch, --profile, " + t / "profile" + "]";
+    std::string deploy_extra; // more keys of the deploy section
 
     Container() {
         fs::create_directories(folder);
@@ -49,9 +52,8 @@ struct Container {
 
     void start(const std::string& extra_yaml = "", std::vector<std::string> env = {}) {
         auto yaml = t.write("init.yaml", "process_manager: sysvinit\nprocesses: " + path + "\nprofile: " + t / "profile" +
-                                             "\nstate_dir: " + t / "state" + "\nwatch:\n  debounce_ms: " + std::to_string(debounce_ms) + "\n" +
-                                             "deploy:\n  command: [nixproc-sysvinit-switch, --profile, " + t / "profile" + "]\n" +
-                                             extra_yaml);
+                                             "\nstate_dir: " + state_dir + "\nwatch:\n  debounce_ms: " + std::to_string(debounce_ms) +
+                                             "\ndeploy:\n  command: " + switch_command + "\n" + deploy_extra + extra_yaml);
         env.push_back(std::string("PATH=") + STANDINS_DIR + ":/usr/sbin:/usr/bin:/sbin:/bin");
         env.push_back("NIXPROC_STANDIN_LOG=" + t / "deployed");
         std::vector<std::string> argv = inPidNamespace({initBinary(), "-c", yaml});
@@ -261,7 +263,9 @@ TEST_CASE("bootstrap: a channel that cannot be updated is logged, never fatal, a
 
 TEST_CASE("a switch past deploy.timeout_s gets SIGTERM, then SIGKILL after the grace, and that is reported", "[deploy]") {
     Container c;
-    c.start("  timeout_s: 1\n  command: [" + testkit() + ", ignore-term]\nshutdown:\n  grace_s: 1\n");
+    c.switch_command = "[" + testkit() + ", ignore-term]";
+    c.deploy_extra = "  timeout_s: 1\n";
+    c.start("shutdown:\n  grace_s: 1\n");
     REQUIRE(c.init->expectLog("deploy #1: timed out", 60s));
     auto log = c.init->stderrText();
     CHECK_THAT(log, Catch::Contains("deploy #1 | still running after 1 s: SIGTERM"));
@@ -271,4 +275,27 @@ TEST_CASE("a switch past deploy.timeout_s gets SIGTERM, then SIGKILL after the g
     // The failed deployment took nothing down: the init is still there and stops cleanly.
     REQUIRE(::kill(namespaceInit(c.init->pid()), SIGTERM) == 0);
     CHECK(c.init->wait() == 0);
+}
+
+TEST_CASE("ids.nix is part of the model: editing it deploys", "[deploy]") {
+    Container c;
+    writeFile(c.folder + "/ids.nix", "{ ids = { webappPorts = { webapp = 5000; }; }; }\n");
+    c.start();
+    REQUIRE(c.done(1));
+    writeFile(c.folder + "/ids.nix", "{ ids = { webappPorts = { webapp = 5001; }; }; }\n");
+    REQUIRE(c.done(2));
+    CHECK_THAT(c.init->stderrText(), Catch::Contains("deploy #2: processes.nix changed"));
+    writeFile(c.folder + "/unrelated.nix", "{ }\n"); // not part of the model
+    c.sentinel(3);
+}
+
+TEST_CASE("an unwritable state folder is reported with the file; deployments go on", "[deploy]") {
+    Container c;
+    writeFile(c.t / "blocker", "a file where the state folder's parent should be");
+    c.state_dir = c.t / "blocker/state";
+    c.start();
+    REQUIRE(c.done(1));
+    CHECK_THAT(c.init->stderrText(), Catch::Contains("cannot record the deployment: state file " + c.t / "blocker/state: create folder"));
+    c.save(model("2"));
+    REQUIRE(c.done(2));
 }

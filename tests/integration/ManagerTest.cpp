@@ -81,7 +81,7 @@ TEST_CASE("s6-rc: s6-svscan supervises, s6-rc brings the longruns up and down, t
     auto db = "profile/etc/s6/rc/compiled/servicedirs/";
     t.write(db + std::string("stubborn/run"), "#!/bin/sh\nexec " + testkit() + " stubborn\n", 0755);
     t.write("scan/.keep", "");
-    auto yaml = t.write("init.yaml", isolated(t) + "process_manager: s6-rc\nprofile: " + t / "profile" + "\nmanager:\n  scan_dir: " +
+    auto yaml = t.write("init.yaml", isolated(t) + "process_manager: s6-rc\nmanager:\n  scan_dir: " +
                                          t / "scan" + "\n  live_dir: " + t / "live" + "\nshutdown:\n  grace_s: 3\n");
     Child c(init({"-c", yaml}), {.env = {pathWithStandins(), "NIXPROC_STANDIN_LOG=" + t / "calls"}});
     REQUIRE(c.readLine() == "ready"); // the longrun, through s6-supervise's stdout (the init's)
@@ -108,7 +108,7 @@ TEST_CASE("sysvinit: rc scripts start in S order, their daemons are adopted, sto
                 "esac\n", 0755);
     }
     t.write("profile/etc/rc.d/rc3.d/K10one", "#!/bin/sh\necho never >> " + t / "order" + "\n", 0755);
-    auto yaml = t.write("init.yaml", isolated(t) + "process_manager: sysvinit\nprofile: " + t / "profile" + "\n");
+    auto yaml = t.write("init.yaml", isolated(t) + "process_manager: sysvinit\n");
     Child c(init({"-c", yaml}));
     REQUIRE(c.expectLog("sysvinit started"));
     CHECK(readFile(t / "order") == "start one\nstart two\n");

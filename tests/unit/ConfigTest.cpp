@@ -89,6 +89,8 @@ TEST_CASE("errors name line, column and key", "[config]") {
     CHECK(errorOf("processes: [a, b]\n") == "1:12: processes: expected a single value, not a list");
     CHECK(errorOf("- a\n- b\n") == "1:1: expected a mapping of keys");
     CHECK(errorOf("a: [\n") == "2:1: not valid YAML: end of sequence flow not found");
+    CHECK(errorOf("deploy:\n  timeout_s: 5\ndeploy:\n  on_boot: never\n") == "3:1: deploy: given twice (first on line 1)");
+    CHECK(errorOf("watch:\n  enabled: true\n  enabled: false\n") == "3:3: watch.enabled: given twice (first on line 2)");
 }
 
 TEST_CASE("environment errors name the variable and the key", "[config]") {
