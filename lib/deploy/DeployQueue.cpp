@@ -46,6 +46,12 @@ struct DeployQueue::Impl {
 
     Impl(boost::asio::io_context& i, const Spawner& s, Reaper& r, const Config& c, const ProcessManager& m)
         : io(i), spawner(s), reaper(r), config(c), manager(m) {
+        if (auto why = store.lock(); !why.empty()) {
+            // The services still run; only deploying from a shared state folder is refused.
+            spdlog::error("state folder {}: {}; deployments are off", config.state_dir, why);
+            stopped = true;
+            return;
+        }
         try {
             state = store.load();
         } catch (const std::exception& e) {

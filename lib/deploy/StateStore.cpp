@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <filesystem>
 #include <stdexcept>
+#include <sys/file.h>
 #include <unistd.h>
 #include <yaml-cpp/yaml.h>
 
@@ -43,6 +44,21 @@ std::string StateStore::now() {
     std::size_t n = std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
     std::snprintf(buf + n, sizeof buf - n, ".%03dZ", static_cast<int>(ms % 1000));
     return buf;
+}
+
+std::string StateStore::lock() {
+    std::error_code ec;
+    std::filesystem::create_directories(dir_, ec);
+    std::string path = dir_ + "/lock";
+    int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) return path + ": " + std::strerror(errno);
+    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        std::string why = path + ": " + (errno == EWOULDBLOCK ? std::string("held by another nixproc-init") : std::strerror(errno));
+        ::close(fd);
+        return why;
+    }
+    lock_fd_ = fd; // kept open: the lock goes with the process
+    return "";
 }
 
 DeployState StateStore::load() const {

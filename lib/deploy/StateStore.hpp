@@ -38,10 +38,16 @@ public:
     // Throws std::runtime_error naming the file and the failed step.
     void save(DeployState state) const;
 
+    // Takes state_dir/lock for the life of the process (released when it exits, however it exits):
+    // two inits deploying from one state folder would undo each other. Returns "" when taken, or
+    // why not.
+    std::string lock();
+
     static std::string now(); // ISO 8601 UTC with milliseconds
 
 private:
     std::string dir_, file_;
+    int lock_fd_ = -1;
 };
 
 } // namespace nixproc

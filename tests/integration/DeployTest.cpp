@@ -299,3 +299,19 @@ TEST_CASE("an unwritable state folder is reported with the file; deployments go 
     c.save(model("2"));
     REQUIRE(c.done(2));
 }
+
+TEST_CASE("a second init on the same state folder runs its manager but does not deploy", "[deploy]") {
+    Container c;
+    c.start();
+    REQUIRE(c.done(1));
+    auto first = std::move(c.init);
+    c.start();
+    REQUIRE(c.init->expectLog("deployments are off"));
+    CHECK_THAT(c.init->stderrText(), Catch::Contains("/state/lock: held by another nixproc-init"));
+    CHECK(c.init->expectLog("sysvinit started"));
+    REQUIRE(::kill(namespaceInit(c.init->pid()), SIGTERM) == 0);
+    CHECK(c.init->wait() == 0);
+    c.init = std::move(first); // the first one still deploys
+    c.save(model("2"));
+    REQUIRE(c.done(2));
+}
