@@ -167,13 +167,12 @@ struct DeployQueue::Impl {
     }
 
     void switchModel() {
-        if (auto layout = manager.layout()) before = readProfile(config.profile, *layout);
-        run(config.deployCommand(), prefix() + " |", config.deploy.timeout, switchEnvironment(), false, [this](const JobResult& r) {
-            std::string plan;
-            if (auto layout = manager.layout()) {
-                plan = diffProfiles(before, readProfile(config.profile, *layout)).describe();
-                current->plan = plan;
-                spdlog::info("{}: {}", prefix(), plan);
+        auto layout = manager.layout();
+        if (layout) before = readProfile(config.profile, *layout);
+        run(config.deployCommand(), prefix() + " |", config.deploy.timeout, switchEnvironment(), false, [this, layout](const JobResult& r) {
+            if (layout) {
+                current->plan = diffProfiles(before, readProfile(config.profile, *layout)).describe();
+                spdlog::info("{}: {}", prefix(), current->plan);
             }
             if (r.ok()) return finish("succeeded", 0, "");
             finish(r.timed_out ? "timed out" : "failed", r.exit_code,

@@ -124,7 +124,7 @@ TEST_CASE("sysvinit: rc scripts start in S order, their daemons are adopted, sto
 TEST_CASE("disnix: the profile's manifest is activated at start and deactivated at stop", "[managers][disnix]") {
     TempDir t;
     auto manifest = t.write("profile/manifest.xml", "<manifest>\n<!-- process: sleep 1003 -->\n</manifest>\n");
-    auto yaml = t.write("init.yaml", "processes: " + t / "nixproc/processes.nix" + "\nprocess_manager: disnix\nprofile: " + t / "profile" + "\nstate_dir: " + t / "state" + "\n");
+    auto yaml = t.write("init.yaml", isolated(t) + "process_manager: disnix\n");
     Child c(init({"-c", yaml}), {.env = {pathWithStandins(), "NIXPROC_STANDIN_LOG=" + t / "calls"}});
     REQUIRE(c.expectLog("disnix started"));
     REQUIRE(::kill(namespaceInit(c.pid()), SIGTERM) == 0);
