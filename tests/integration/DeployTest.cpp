@@ -75,7 +75,7 @@ void writeFile(const std::string& path, const std::string& text) { std::ofstream
 
 } // namespace
 
-TEST_CASE("first boot deploys; every save style gives exactly one deployment of the final content", "[deploy]") {
+TEST_CASE("first boot deploys, and every save style gives exactly one deployment of the final content", "[deploy]") {
     using Style = std::function<void(Container&, const std::string&)>;
     std::vector<std::pair<std::string, Style>> styles{
         {"truncate and write in place (mcedit)", [](Container& c, const std::string& text) { c.save(text); }},
@@ -184,7 +184,7 @@ TEST_CASE("a save that leaves the model as deployed does nothing", "[deploy]") {
     c.sentinel(2);
 }
 
-TEST_CASE("a model with a syntax error never reaches the switch; the next good save deploys", "[deploy]") {
+TEST_CASE("a model with a syntax error never reaches the switch, and the next good save deploys", "[deploy]") {
     Container c;
     c.start();
     REQUIRE(c.done(1));
@@ -232,7 +232,7 @@ TEST_CASE("restarts: an unchanged model is not deployed again, one changed while
     CHECK(c.records().back() == recorded("edited-while-down"));
 }
 
-TEST_CASE("SIGHUP deploys now; an insecure model is refused with the reason", "[deploy]") {
+TEST_CASE("SIGHUP deploys now, and an insecure model is refused with the reason", "[deploy]") {
     Container c;
     c.start();
     REQUIRE(c.done(1));
@@ -289,7 +289,7 @@ TEST_CASE("ids.nix is part of the model: editing it deploys", "[deploy]") {
     c.sentinel(3);
 }
 
-TEST_CASE("an unwritable state folder is reported with the file; deployments go on", "[deploy]") {
+TEST_CASE("an unwritable state folder is reported with the file, and deployments go on", "[deploy]") {
     Container c;
     writeFile(c.t / "blocker", "a file where the state folder's parent should be");
     c.state_dir = c.t / "blocker/state";

@@ -39,7 +39,7 @@ std::string supervisordYaml(const TempDir& t, const std::string& conf) {
 
 } // namespace
 
-TEST_CASE("supervisord runs its programs; SIGTERM stops everything within the grace, exit 0", "[managers][supervisord]") {
+TEST_CASE("supervisord runs its programs, and SIGTERM stops everything within the grace, exit 0", "[managers][supervisord]") {
     TempDir t;
     Fifo up(t / "up");
     auto conf = t.write("supervisor/supervisord.conf", supervisordConf(t));

@@ -125,7 +125,7 @@ TEST_CASE("the working directory is kept unless -w asks for another", "[pid1]") 
     CHECK(missing.wait() == 126);
 }
 
-TEST_CASE("the init's own lines go to stderr, never stdout; as JSON with log.format json", "[pid1]") {
+TEST_CASE("the init's own lines go to stderr, never stdout, and as JSON with log.format json", "[pid1]") {
     Child text(init({"-v", "--", "true"}));
     CHECK(text.wait() == 0);
     CHECK(text.outputText().empty());

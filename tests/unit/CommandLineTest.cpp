@@ -5,7 +5,7 @@
 using namespace nixproc;
 using namespace std::chrono_literals;
 
-TEST_CASE("options stop at the command; the command keeps its own options", "[cli]") {
+TEST_CASE("options stop at the command, and the command keeps its own options", "[cli]") {
     auto cl = parseCommandLine({"-s", "-t", "2.5", "sh", "-c", "exit 3", "-g"});
     CHECK(cl.subreaper);
     CHECK_FALSE(cl.process_group);
@@ -19,7 +19,7 @@ TEST_CASE("a double dash ends the options, even before something that looks like
     CHECK(cl.command == std::vector<std::string>{"-weird-name", "x"});
 }
 
-TEST_CASE("short flags combine; values attach or follow; long options take = or a word", "[cli]") {
+TEST_CASE("short flags combine, values attach or follow, long options take = or a word", "[cli]") {
     auto cl = parseCommandLine({"-sgvv", "-t5", "--config=/x.yaml", "--workdir", "/", "--check-config", "-q", "--", "true"});
     CHECK(cl.subreaper);
     CHECK(cl.process_group);

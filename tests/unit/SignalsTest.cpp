@@ -29,7 +29,7 @@ TEST_CASE("SIGCHLD, the faults and the uncatchable are never forwarded", "[signa
         CHECK(isForwardable(sig));
 }
 
-TEST_CASE("routing: reap, shut down, forward; HUP redeploys only where a deployer listens", "[signals]") {
+TEST_CASE("routing: reap, shut down, forward, and HUP redeploys only where a deployer listens", "[signals]") {
     RoutingPolicy plain, deploying{.hup_redeploys = true};
     CHECK(routeSignal(SIGCHLD, plain) == SignalAction::Reap);
     for (int sig : {SIGTERM, SIGINT, SIGQUIT}) CHECK(routeSignal(sig, plain) == SignalAction::Shutdown);
