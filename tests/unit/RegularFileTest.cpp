@@ -1,0 +1,53 @@
+#include "io/RegularFile.hpp"
+
+#include <catch2/catch.hpp>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sys/stat.h>
+#include <unistd.h>
+
+using namespace nixproc;
+
+namespace {
+struct Scratch {
+    std::string dir;
+    Scratch() {
+        char tmpl[] = "/tmp/nixproc-unit-XXXXXX";
+        REQUIRE(::mkdtemp(tmpl));
+        dir = tmpl;
+    }
+    ~Scratch() { std::filesystem::remove_all(dir); }
+};
+} // namespace
+
+TEST_CASE("a regular file is read whole, through a symlink too", "[io]") {
+    Scratch s;
+    std::ofstream(s.dir + "/f") << "hello\n";
+    std::filesystem::create_symlink("f", s.dir + "/link");
+    CHECK(readRegularFile(s.dir + "/f").text == "hello\n");
+    CHECK(readRegularFile(s.dir + "/link").text == "hello\n");
+}
+
+TEST_CASE("a FIFO, a device and a folder are refused at once, with their kind", "[io]") {
+    Scratch s;
+    REQUIRE(::mkfifo((s.dir + "/fifo").c_str(), 0600) == 0);
+    std::filesystem::create_symlink("/dev/zero", s.dir + "/zero");
+    auto fifo = readRegularFile(s.dir + "/fifo"); // would block forever if it were opened and read
+    CHECK_FALSE(fifo.text);
+    CHECK(fifo.error == "is a FIFO, not a regular file");
+    CHECK(readRegularFile(s.dir + "/zero").error == "is a character device, not a regular file");
+    CHECK(readRegularFile(s.dir).error == "is a folder, not a regular file");
+}
+
+TEST_CASE("a file over the cap is refused, a missing one says so", "[io]") {
+    Scratch s;
+    std::ofstream(s.dir + "/big") << std::string(2048, 'x');
+    auto big = readRegularFile(s.dir + "/big", 1024);
+    CHECK_FALSE(big.text);
+    CHECK(big.error == "is larger than 1 KiB");
+    CHECK(readRegularFile(s.dir + "/big", 2048).text->size() == 2048);
+    auto missing = readRegularFile(s.dir + "/none");
+    CHECK(missing.missing());
+    CHECK(missing.error == "No such file or directory");
+}
