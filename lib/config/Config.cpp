@@ -129,6 +129,8 @@ const std::vector<std::pair<std::string, Setter>>& keys() {
         {"deploy.timeout_s", [](Config& c, N n, O o) { c.deploy.timeout = std::chrono::seconds(whole(n, o, 1, 7 * 86400, "seconds")); }},
         {"deploy.on_boot", [](Config& c, N n, O o) { c.deploy.on_boot = choice(n, o, kOnBoot); }},
         {"deploy.allow_insecure_model", [](Config& c, N n, O o) { c.deploy.allow_insecure_model = boolean(n, o); }},
+        {"deploy.retries", [](Config& c, N n, O o) { c.deploy.retries = static_cast<unsigned>(whole(n, o, 0, 100, "tries")); }},
+        {"deploy.retry_backoff_s", [](Config& c, N n, O o) { c.deploy.retry_backoff = std::chrono::seconds(whole(n, o, 1, 3600, "seconds")); }},
         {"bootstrap.channel", [](Config& c, N n, O o) { c.bootstrap.channel = text(n, o); }},
         {"manager.command", [](Config& c, N n, O o) { c.manager.command = argv(n, o, true); }},
         {"manager.config", [](Config& c, N n, O o) { c.manager.config = path(n, o); }},
@@ -284,7 +286,9 @@ std::string renderConfig(const Config& c) {
     list(c.deploy.check);
     out << YAML::Key << "timeout_s" << YAML::Value << c.deploy.timeout.count();
     out << YAML::Key << "on_boot" << YAML::Value << nameOf(c.deploy.on_boot, kOnBoot);
-    out << YAML::Key << "allow_insecure_model" << YAML::Value << c.deploy.allow_insecure_model << YAML::EndMap;
+    out << YAML::Key << "allow_insecure_model" << YAML::Value << c.deploy.allow_insecure_model;
+    out << YAML::Key << "retries" << YAML::Value << c.deploy.retries;
+    out << YAML::Key << "retry_backoff_s" << YAML::Value << c.deploy.retry_backoff.count() << YAML::EndMap;
     out << YAML::Key << "bootstrap" << YAML::Value << YAML::BeginMap;
     out << YAML::Key << "channel" << YAML::Value << c.bootstrap.channel << YAML::EndMap;
     out << YAML::Key << "manager" << YAML::Value << YAML::BeginMap;

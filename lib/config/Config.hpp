@@ -31,6 +31,10 @@ struct Config {
         std::chrono::seconds timeout{3600};
         OnBoot on_boot = OnBoot::Changed;
         bool allow_insecure_model = false;
+        // A deployment that timed out or was interrupted (its job killed from outside) is tried
+        // again up to `retries` times, after retry_backoff, doubled each time (at most an hour).
+        unsigned retries = 3;
+        std::chrono::seconds retry_backoff{10};
     } deploy;
     struct {
         std::string channel; // empty: no channel set-up
