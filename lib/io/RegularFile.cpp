@@ -9,7 +9,7 @@
 namespace nixproc {
 namespace {
 
-FileContent failure(int err, std::string why) { return {std::nullopt, std::move(why), err}; }
+FileContent failure(int err, std::string why) { return {std::nullopt, std::move(why), err, 0, 0}; }
 
 std::string notRegular(unsigned mode) { return "is " + fileTypeName(mode) + ", not a regular file"; }
 
@@ -68,7 +68,7 @@ FileContent readRegularFile(const std::string& path, std::size_t max_bytes) {
         }
     }
     ::close(fd);
-    return {std::move(text), "", 0};
+    return {std::move(text), "", 0, st.st_uid, static_cast<unsigned>(st.st_mode)};
 }
 
 } // namespace nixproc

@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <optional>
 #include <string>
+#include <sys/types.h>
 
 namespace nixproc {
 
@@ -13,6 +14,8 @@ struct FileContent {
     std::optional<std::string> text; // the whole file; nullopt when it could not be read
     std::string error;               // why not: "is a FIFO, not a regular file", "No such file or directory"
     int errno_value = 0;             // ENOENT for a missing file (callers may treat that apart)
+    uid_t owner = 0;                 // of the descriptor that was read (not of a path that may have moved)
+    unsigned mode = 0;               // st_mode of that descriptor
 
     bool missing() const { return !text && errno_value == ENOENT; }
 };
