@@ -7,7 +7,10 @@
 #include "process/ChildJob.hpp"
 
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
 
+#include <cstdlib>
+#include <filesystem>
 #include <map>
 #include <optional>
 #include <spdlog/spdlog.h>
@@ -21,9 +24,23 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 struct Request {
-    std::string trigger; // boot | watch | signal
+    std::string trigger; // boot | watch | signal | retry
     bool force = false;  // deploy even when the model is as last deployed
 };
+
+// The longest wait between two tries of a deployment that timed out or was interrupted.
+constexpr std::chrono::seconds kMaxRetryBackoff{3600};
+
+// The job died of a signal that the init did not send (it was not stopped, nor timed out).
+bool killedFromOutside(const JobResult& r) { return r.started && !r.timed_out && r.description.starts_with("killed by"); }
+
+// A folder of our own for the model's copy when the state folder cannot hold it.
+std::string privateTempFolder() {
+    const char* tmp = std::getenv("TMPDIR");
+    std::string pattern = std::string(tmp && *tmp == '/' ? tmp : "/tmp") + "/nixproc-init-XXXXXX";
+    if (!::mkdtemp(pattern.data())) return "";
+    return pattern;
+}
 
 } // namespace
 
@@ -35,30 +52,53 @@ struct DeployQueue::Impl {
     const ProcessManager& manager;
     Model model{config.processes, config.watch.extra};
     StateStore store{config.state_dir};
+    bool recording = false;   // the state folder is ours: deployments are recorded there
+    std::string temp_folder;  // ours, when the state folder cannot hold the model's copy
+    std::string copy_folder;  // where each deployment's copy of the model is written
     DeployState state;
     std::optional<ModelWatcher> watcher;
     bool ready = false, stopped = false;
     std::optional<Request> pending;       // what to deploy after the running one (or once ready)
     std::shared_ptr<ChildJob> job;        // the step of the running deployment
     std::optional<DeploymentRecord> current;
+    std::string model_copy;               // the running deployment's copy of processes.nix
     Clock::time_point started;
     ProfileSnapshot before;
+    boost::asio::steady_timer retry_timer{io};
+    unsigned retries_done = 0;   // tries again of the same deployment so far
+    unsigned retry_round = 0;    // a retry completion from an older round does nothing
 
     Impl(boost::asio::io_context& i, const Spawner& s, Reaper& r, const Config& c, const ProcessManager& m)
         : io(i), spawner(s), reaper(r), config(c), manager(m) {
-        if (auto why = store.lock(); !why.empty()) {
+        std::string why;
+        switch (store.open(why)) {
+        case StateAccess::Ready:
+            recording = true;
+            copy_folder = config.state_dir + "/model";
+            try {
+                state = store.load();
+            } catch (const std::exception& e) {
+                spdlog::error("{}; deploying as on a first boot", e.what());
+            }
+            break;
+        case StateAccess::HeldByAnother:
             // The services still run; only deploying from a shared state folder is refused.
             spdlog::error("state folder {}: {}; deployments are off", config.state_dir, why);
             stopped = true;
             return;
-        }
-        try {
-            state = store.load();
-        } catch (const std::exception& e) {
-            spdlog::error("{}; deploying as on a first boot", e.what());
+        case StateAccess::Unusable:
+            // A read-only image must still deploy: without a lock and without records, so each
+            // start deploys as a first boot. Said once, here.
+            temp_folder = privateTempFolder();
+            copy_folder = temp_folder.empty() ? "" : temp_folder + "/model";
+            spdlog::error("state folder {}: {}; deploying without a lock and without records (each start deploys "
+                          "again); the model is copied to {}",
+                          config.state_dir, why, copy_folder.empty() ? "nowhere: no private temporary folder" : copy_folder);
+            break;
         }
         if (config.watch.enabled) {
             try {
+                // The watcher is a member: it is destroyed with this, and never calls back after.
                 watcher.emplace(io, model, config.watch.debounce, [this] { request({"watch", false}); });
             } catch (const std::exception& e) {
                 spdlog::error("cannot watch {}: {}; edits will not be deployed until SIGHUP", model.path, e.what());
@@ -66,16 +106,30 @@ struct DeployQueue::Impl {
         }
     }
 
+    ~Impl() {
+        if (temp_folder.empty()) return;
+        std::error_code ec;
+        std::filesystem::remove_all(temp_folder, ec);
+    }
+
     void managerReady() {
         ready = true;
-        auto fingerprint = model.fingerprint();
+        if (stopped) return;
+        // The last deployment never ended (the init was killed or stopped in it): whatever the
+        // model's fingerprint says, what runs may be half of it.
+        if (state.lastUnfinished() && config.deploy.on_boot != OnBoot::Never) {
+            spdlog::info("deploy #{} did not finish ({}): deploying again", state.deployments.back().number,
+                         state.deployments.back().outcome);
+            request({"boot", true});
+            return;
+        }
         switch (config.deploy.on_boot) {
         case OnBoot::Never: break;
         case OnBoot::First:
             if (!state.bootstrapped) request({"boot", true});
             break;
         case OnBoot::Changed:
-            if (!state.bootstrapped || fingerprint != state.deployed_fingerprint) request({"boot", true});
+            if (!state.bootstrapped || model.fingerprint() != state.deployed_fingerprint) request({"boot", true});
             else spdlog::info("{} unchanged since deployment #{}: nothing to deploy at boot", model.fileName(), lastSuccess());
             break;
         case OnBoot::Always: request({"boot", true}); break;
@@ -91,43 +145,65 @@ struct DeployQueue::Impl {
 
     void request(Request r) {
         if (stopped) return;
-        if (!ready || current) {
-            // Coalesce: one follow-up, which reads the latest content when it starts.
-            if (!pending || r.force) pending = r;
-            if (current) spdlog::info("deploy #{}: still running; {} will be deployed after it", current->number, model.fileName());
+        // Coalesce: one follow-up, which reads the latest content when it starts; a forced
+        // request (SIGHUP, boot, retry) is never downgraded by a plain save.
+        if (!pending || r.force) pending = r;
+        if (!ready) return;
+        if (current) {
+            spdlog::info("deploy #{}: still running; {} will be deployed after it", current->number, model.fileName());
             return;
         }
-        pending = r;
         startNext();
     }
 
+    std::string triggerText(const std::string& trigger) const {
+        if (trigger == "boot") return state.bootstrapped ? "at boot" : "first deployment";
+        if (trigger == "watch") return model.fileName() + " changed";
+        if (trigger == "retry") return "trying again (" + std::to_string(retries_done) + " of " + std::to_string(config.deploy.retries) + ")";
+        return "asked for by SIGHUP";
+    }
+
     void startNext() {
-        if (!pending || stopped) return;
+        if (!pending || stopped || current) return;
+        // Saves are still coming in: the file may be half-written. The watcher calls back once
+        // they have been quiet for the debounce, and the follow-up starts then.
+        if (watcher && watcher->settling()) return;
         Request r = *pending;
         pending.reset();
-        auto fingerprint = model.fingerprint();
-        if (!fingerprint) {
-            spdlog::warn("{} is missing or unreadable: nothing to deploy", model.path);
+        // Read once: this content is fingerprinted, checked for trust, and copied to where the
+        // check and the switch read it. Later saves cannot slip into this deployment.
+        auto read = model.read();
+        if (!read.snapshot) {
+            if (read.error.missing) spdlog::warn("{}: nothing to deploy", read.error.message);
+            else spdlog::error("cannot read the model: {}; nothing deployed", read.error.message);
             return;
         }
-        if (!r.force && *fingerprint == state.deployed_fingerprint) {
+        const ModelSnapshot& snapshot = *read.snapshot;
+        if (!r.force && snapshot.fingerprint == state.deployed_fingerprint) {
             spdlog::info("{} saved, unchanged since deployment #{}: nothing to do", model.fileName(), lastSuccess());
             return;
         }
-        current = DeploymentRecord{.number = state.nextNumber(), .trigger = r.trigger, .fingerprint = *fingerprint,
+        ++retry_round; // a retry still scheduled is covered by this deployment
+        if (r.trigger != "retry") retries_done = 0;
+        current = DeploymentRecord{.number = state.nextNumber(), .trigger = r.trigger, .fingerprint = snapshot.fingerprint,
                                    .started = StateStore::now(), .outcome = "running"};
         started = Clock::now();
-        state.deployments.push_back(*current);
-        spdlog::info("deploy #{}: {}", current->number, r.trigger == "boot"   ? (state.bootstrapped ? "at boot" : "first deployment")
-                                                        : r.trigger == "watch" ? model.fileName() + " changed"
-                                                                               : "asked for by SIGHUP");
-        if (auto why = model.insecurity(); !why.empty()) {
+        state.add(*current);
+        spdlog::info("deploy #{}: {}", current->number, triggerText(r.trigger));
+        if (!snapshot.insecurity.empty()) {
             if (!config.deploy.allow_insecure_model)
                 return finish("refused", std::nullopt,
-                              why + ": whoever can write the model runs code as root through the switch (fix the "
-                                    "permissions, or set deploy.allow_insecure_model)");
-            spdlog::warn("deploy #{}: {} (allowed by deploy.allow_insecure_model)", current->number, why);
+                              snapshot.insecurity + ": whoever can write the model runs code as root through the switch "
+                                                    "(fix the permissions, or set deploy.allow_insecure_model)");
+            spdlog::warn("deploy #{}: {} (allowed by deploy.allow_insecure_model)", current->number, snapshot.insecurity);
         }
+        try {
+            if (copy_folder.empty()) throw std::runtime_error("no private folder for the model's copy");
+            model_copy = snapshot.writeTo(copy_folder, model.fileName());
+        } catch (const std::exception& e) {
+            return finish("failed", std::nullopt, "cannot copy the model: " + std::string(e.what()));
+        }
+        spdlog::debug("{}: deploying the copy of {} in {}", prefix(), model.folder(), copy_folder);
         record();
         bootstrapChannel([this] { checkModel(); });
     }
@@ -158,9 +234,10 @@ struct DeployQueue::Impl {
     void checkModel() {
         if (config.deploy.check.empty()) return switchModel();
         auto argv = config.deploy.check;
-        argv.push_back(model.path);
+        argv.push_back(model_copy);
         run(argv, prefix() + " check |", config.deploy.timeout, {}, true, [this, program = argv.front()](const JobResult& r) {
             if (r.ok()) return switchModel();
+            if (killedFromOutside(r)) return finish("interrupted", r.exit_code, "deploy.check (" + program + ") was " + r.description);
             finish("failed", r.exit_code,
                    "the model does not pass deploy.check (" + program + " " + r.description + "): not switching");
         });
@@ -175,6 +252,8 @@ struct DeployQueue::Impl {
                 spdlog::info("{}: {}", prefix(), current->plan);
             }
             if (r.ok()) return finish("succeeded", 0, "");
+            if (killedFromOutside(r))
+                return finish("interrupted", r.exit_code, config.deployCommand().front() + " was " + r.description);
             finish(r.timed_out ? "timed out" : "failed", r.exit_code,
                    config.deployCommand().front() + " " + r.description +
                        (r.timed_out ? " after deploy.timeout_s " + std::to_string(config.deploy.timeout.count()) + " s" : ""));
@@ -183,7 +262,7 @@ struct DeployQueue::Impl {
 
     std::vector<std::string> switchEnvironment() const {
         std::map<std::string, std::string> env = environmentMap(environ);
-        env["NIXPROC_PROCESSES"] = model.path;
+        env["NIXPROC_PROCESSES"] = model_copy;
         for (const auto& kv : manager.deployEnvironment()) env[kv.substr(0, kv.find('='))] = kv.substr(kv.find('=') + 1);
         std::vector<std::string> out;
         for (const auto& [k, v] : env) out.push_back(k + "=" + v);
@@ -214,16 +293,42 @@ struct DeployQueue::Impl {
         if (outcome == "succeeded") {
             state.bootstrapped = true;
             state.deployed_fingerprint = current->fingerprint;
+            retries_done = 0;
         }
         record();
         if (outcome == "succeeded") spdlog::info("{}: done in {:.1f} s", prefix(), secs);
         else spdlog::error("{}: {} after {:.1f} s: {}; the running services are as they were", prefix(), outcome, secs, why);
         current.reset();
+        if (outcome == "timed out" || outcome == "interrupted") scheduleRetry();
+        else if (outcome != "succeeded" && !stopped) spdlog::info("the next change of the model (or SIGHUP) deploys again");
         startNext();
+    }
+
+    // Timed out or interrupted: the model may be fine and the machine busy, so try again later,
+    // each time waiting twice as long, a bounded number of times. A failed check or a switch that
+    // exited non-zero is the model's fault: it waits for the next change.
+    void scheduleRetry() {
+        if (stopped) return;
+        if (retries_done >= config.deploy.retries) {
+            if (config.deploy.retries > 0)
+                spdlog::error("gave up after {} tries again; the next change of the model (or SIGHUP) deploys again",
+                              retries_done);
+            return;
+        }
+        auto wait = std::min<std::chrono::seconds>(config.deploy.retry_backoff * (1u << std::min(retries_done, 16u)), kMaxRetryBackoff);
+        ++retries_done;
+        spdlog::info("trying again in {} s ({} of {})", wait.count(), retries_done, config.deploy.retries);
+        unsigned round = ++retry_round;
+        retry_timer.expires_after(wait);
+        retry_timer.async_wait([this, round](const boost::system::error_code& ec) {
+            if (ec || round != retry_round) return; // cancelled, or a deployment started meanwhile
+            request({"retry", true});
+        });
     }
 
     void record() {
         if (current) state.deployments.back() = *current;
+        if (!recording) return;
         try {
             store.save(state);
         } catch (const std::exception& e) {
@@ -235,6 +340,8 @@ struct DeployQueue::Impl {
         stopped = true;
         watcher.reset();
         pending.reset();
+        ++retry_round;
+        retry_timer.cancel();
         if (job) job->stop();
     }
 };

@@ -1,13 +1,22 @@
 #include "deploy/Model.hpp"
 
+#include "io/PathTrust.hpp"
+#include "io/RegularFile.hpp"
+
+#include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
+#include <fcntl.h>
 #include <filesystem>
-#include <fstream>
+#include <stdexcept>
 #include <sys/stat.h>
 #include <unistd.h>
 
 namespace nixproc {
 namespace {
+
+namespace fs = std::filesystem;
 
 struct Fnv1a {
     std::uint64_t hash = 0xcbf29ce484222325ULL;
@@ -18,59 +27,162 @@ struct Fnv1a {
         }
     }
     void add(const std::string& s) { add(s.data(), s.size() + 1); } // with its terminator
+    std::string hex() const {
+        char text[17];
+        std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(hash));
+        return text;
+    }
 };
 
-std::string insecurityOf(const std::string& path, const char* what) {
-    struct stat st {};
-    if (::stat(path.c_str(), &st) != 0) return "";
-    if (st.st_uid != ::geteuid())
-        return std::string(what) + " " + path + " is owned by uid " + std::to_string(st.st_uid) + ", not by uid " +
-               std::to_string(::geteuid()) + " that runs the switch";
-    if (st.st_mode & (S_IWGRP | S_IWOTH)) {
-        char mode[8];
-        std::snprintf(mode, sizeof mode, "%04o", st.st_mode & 07777);
-        return std::string(what) + " " + path + " is writable by " + ((st.st_mode & S_IWOTH) ? "others" : "its group") +
-               " (mode " + mode + ")";
+// vim's swap and backup files, emacs' lock and autosave files, mcedit's temporaries.
+bool isEditorFile(const std::string& name) {
+    return name.empty() || name.front() == '.' || name.front() == '#' || name.back() == '~' ||
+           name.starts_with("cooledit") || name.ends_with(".swp") || name.ends_with(".swx");
+}
+
+// Relative names of the model's files under `folder`, sorted; real subfolders are descended
+// (bounded), folder symlinks are not (they could lead anywhere, or loop).
+std::vector<std::string> listModelFiles(const Model& model, std::string& error) {
+    std::vector<std::string> names;
+    std::error_code ec;
+    fs::recursive_directory_iterator it(model.folder(), fs::directory_options::none, ec), end;
+    if (ec) {
+        error = model.folder() + ": " + ec.message();
+        return names;
     }
-    return "";
+    for (; it != end; it.increment(ec)) {
+        if (ec) {
+            error = model.folder() + ": " + ec.message();
+            return {};
+        }
+        std::string name = it->path().filename().string();
+        if (isEditorFile(name)) {
+            if (it->is_directory(ec)) it.disable_recursion_pending();
+            continue;
+        }
+        if (it->is_directory(ec) && !it->is_symlink(ec)) {
+            if (it.depth() + 1 >= kMaxModelDepth) it.disable_recursion_pending();
+            continue;
+        }
+        std::string relative = fs::relative(it->path(), model.folder(), ec).string();
+        bool top = it.depth() == 0;
+        if (name.ends_with(".nix") || (top && std::find(model.extra.begin(), model.extra.end(), name) != model.extra.end()))
+            names.push_back(relative);
+        if (names.size() > kMaxModelFiles) {
+            error = model.folder() + ": more than " + std::to_string(kMaxModelFiles) + " model files";
+            return {};
+        }
+    }
+    std::sort(names.begin(), names.end());
+    return names;
+}
+
+void writeFileIn(int dir_fd, const std::string& relative, const std::string& content, const std::string& shown) {
+    auto fail = [&](const char* step) { throw std::runtime_error(shown + ": " + step + ": " + std::strerror(errno)); };
+    // Sub-folders of the copy (modules/...).
+    std::string::size_type slash = 0;
+    while ((slash = relative.find('/', slash)) != std::string::npos) {
+        std::string sub = relative.substr(0, slash++);
+        if (::mkdirat(dir_fd, sub.c_str(), 0700) != 0 && errno != EEXIST) fail("create folder");
+    }
+    int fd = ::openat(dir_fd, relative.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) fail("create");
+    std::size_t done = 0;
+    while (done < content.size()) {
+        ssize_t n = ::write(fd, content.data() + done, content.size() - done);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) {
+            ::close(fd);
+            fail("write");
+        }
+        done += static_cast<std::size_t>(n);
+    }
+    ::close(fd);
 }
 
 } // namespace
 
-std::string Model::folder() const { return std::filesystem::path(path).parent_path().string(); }
-std::string Model::fileName() const { return std::filesystem::path(path).filename().string(); }
+std::string Model::folder() const { return fs::path(path).parent_path().string(); }
+std::string Model::fileName() const { return fs::path(path).filename().string(); }
 
-std::vector<std::string> Model::fileNames() const {
-    std::vector<std::string> names{fileName()};
-    names.insert(names.end(), extra.begin(), extra.end());
-    return names;
+bool Model::isModelFile(const std::string& name) const {
+    if (isEditorFile(name)) return false;
+    return name.ends_with(".nix") || name == fileName() || std::find(extra.begin(), extra.end(), name) != extra.end();
+}
+
+Model::Read Model::read() const {
+    Read out;
+    auto fail = [&](std::string message, bool missing = false) {
+        out.error = {missing, std::move(message)};
+        return std::move(out);
+    };
+    auto main = readRegularFile(path, kMaxModelBytes);
+    if (!main.text) return fail(path + " " + (main.missing() ? "does not exist" : main.error), main.missing());
+
+    ModelSnapshot snap;
+    std::string error;
+    auto names = listModelFiles(*this, error);
+    if (!error.empty()) return fail(error);
+    if (std::find(names.begin(), names.end(), fileName()) == names.end()) names.insert(names.begin(), fileName());
+    std::sort(names.begin(), names.end());
+
+    // Everything above the folder, as written and as resolved (the folder may be a symlink).
+    std::error_code ec;
+    std::string real_folder = fs::canonical(folder(), ec).string();
+    snap.insecurity = untrustedPath(folder());
+    if (snap.insecurity.empty() && !ec) snap.insecurity = untrustedPath(real_folder);
+
+    std::size_t total = 0;
+    Fnv1a fnv;
+    for (const auto& name : names) {
+        std::string file = folder() + "/" + name;
+        auto content = name == fileName() ? main : readRegularFile(file, kMaxModelBytes);
+        if (!content.text) {
+            if (content.missing()) continue; // removed since the listing: not part of it now
+            return fail(file + " " + content.error);
+        }
+        total += content.text->size();
+        if (total > kMaxModelBytes) return fail(folder() + ": the model is larger than " + std::to_string(kMaxModelBytes >> 20) + " MiB");
+        if (snap.insecurity.empty())
+            snap.insecurity = untrustedOwnerOrMode("the model file " + file, content.owner, content.mode);
+        // A file that is a symlink: where it leads must be as safe as the folder.
+        if (snap.insecurity.empty()) {
+            struct stat st {};
+            if (::lstat(file.c_str(), &st) == 0 && S_ISLNK(st.st_mode)) {
+                std::string target = fs::canonical(file, ec).string();
+                if (!ec) snap.insecurity = untrustedPath(fs::path(target).parent_path().string());
+            }
+        }
+        fnv.add(name);
+        fnv.add(*content.text);
+        snap.files.emplace_back(name, std::move(*content.text));
+    }
+    snap.fingerprint = fnv.hex();
+    out.snapshot = std::move(snap);
+    return out;
 }
 
 std::optional<std::string> Model::fingerprint() const {
-    Fnv1a fnv;
-    bool first = true;
-    for (const auto& name : fileNames()) {
-        std::ifstream in(folder() + "/" + name, std::ios::binary);
-        if (!in) {
-            if (first) return std::nullopt;
-            continue;
-        }
-        first = false;
-        fnv.add(name);
-        char buf[8192];
-        while (in.read(buf, sizeof buf) || in.gcount() > 0) fnv.add(buf, static_cast<std::size_t>(in.gcount()));
-        if (in.bad()) return std::nullopt;
-    }
-    char hex[17];
-    std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(fnv.hash));
-    return std::string(hex);
+    auto r = read();
+    if (!r.snapshot) return std::nullopt;
+    return r.snapshot->fingerprint;
 }
 
-std::string Model::insecurity() const {
-    if (auto why = insecurityOf(folder(), "the model's folder"); !why.empty()) return why;
-    for (const auto& name : fileNames())
-        if (auto why = insecurityOf(folder() + "/" + name, "the model file"); !why.empty()) return why;
-    return "";
+std::string ModelSnapshot::writeTo(const std::string& folder, const std::string& main_name) const {
+    std::error_code ec;
+    fs::remove_all(folder, ec); // the previous deployment's copy
+    if (ec) throw std::runtime_error(folder + ": remove the previous copy: " + ec.message());
+    if (::mkdir(folder.c_str(), 0700) != 0) throw std::runtime_error(folder + ": create folder: " + std::strerror(errno));
+    int dir_fd = ::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (dir_fd < 0) throw std::runtime_error(folder + ": open: " + std::strerror(errno));
+    try {
+        for (const auto& [name, content] : files) writeFileIn(dir_fd, name, content, folder + "/" + name);
+    } catch (...) {
+        ::close(dir_fd);
+        throw;
+    }
+    ::close(dir_fd);
+    return folder + "/" + main_name;
 }
 
 } // namespace nixproc

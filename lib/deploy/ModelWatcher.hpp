@@ -3,6 +3,7 @@
 // parent (the folder itself may be removed and created again, or be a Kubernetes ConfigMap whose
 // `..data` link is swapped). Any event naming a model file starts the debounce; when the saves
 // have been quiet for debounce_ms, `changed` runs once. Editor temp and lock files never match.
+// A queue overflow (events were lost) counts as a change: the fingerprint decides.
 #include "deploy/Model.hpp"
 
 #include <chrono>
@@ -21,13 +22,18 @@ public:
 
     // Throws std::system_error when inotify cannot be set up.
     ModelWatcher(boost::asio::io_context& io, Model model, std::chrono::milliseconds debounce, Changed changed);
+    // After this, `changed` is never called, even for a quiet period that ended before.
     ~ModelWatcher();
     ModelWatcher(const ModelWatcher&) = delete;
     ModelWatcher& operator=(const ModelWatcher&) = delete;
 
+    // Saves were seen less than debounce_ms ago: the model may be half-written, and `changed`
+    // will follow once they are quiet.
+    bool settling() const;
+
 private:
     struct Impl;
-    std::unique_ptr<Impl> impl_;
+    std::shared_ptr<Impl> impl_; // handlers hold it weakly: none runs on a destroyed watcher
 };
 
 } // namespace nixproc

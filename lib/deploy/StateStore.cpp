@@ -1,5 +1,7 @@
 #include "deploy/StateStore.hpp"
 
+#include "io/PathTrust.hpp"
+
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -8,13 +10,12 @@
 #include <filesystem>
 #include <stdexcept>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <yaml-cpp/yaml.h>
 
 namespace nixproc {
 namespace {
-
-constexpr std::size_t kKeptDeployments = 50;
 
 [[noreturn]] void fail(const std::string& file, const std::string& step) {
     throw std::runtime_error("state file " + file + ": " + step + ": " + std::strerror(errno));
@@ -46,19 +47,53 @@ std::string StateStore::now() {
     return buf;
 }
 
-std::string StateStore::lock() {
-    std::error_code ec;
-    std::filesystem::create_directories(dir_, ec);
+void DeployState::add(DeploymentRecord record) {
+    deployments.push_back(std::move(record));
+    if (deployments.size() > kKeptDeployments)
+        deployments.erase(deployments.begin(), deployments.end() - kKeptDeployments);
+}
+
+bool DeployState::lastUnfinished() const {
+    return !deployments.empty() && (deployments.back().outcome == "running" || deployments.back().outcome == "interrupted");
+}
+
+StateAccess StateStore::open(std::string& why) {
+    // Missing parents 0755, the folder itself 0700, exactly: the umask (0 in some images) must
+    // neither open them to others nor close them to the switch.
+    for (std::size_t at = 1; at <= dir_.size(); ++at) {
+        if (at != dir_.size() && dir_[at] != '/') continue;
+        std::string folder = dir_.substr(0, at);
+        mode_t mode = at == dir_.size() ? 0700 : 0755;
+        if (::mkdir(folder.c_str(), mode) == 0) {
+            ::chmod(folder.c_str(), mode);
+        } else if (errno != EEXIST) {
+            why = folder + ": create folder: " + std::strerror(errno);
+            return StateAccess::Unusable;
+        }
+    }
+    struct stat st {};
+    if (::stat(dir_.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+        why = dir_ + ": not a folder";
+        return StateAccess::Unusable;
+    }
+    if (auto untrusted = untrustedPath(dir_); !untrusted.empty()) {
+        why = untrusted + ": whoever can write there can change what is deployed as root";
+        return StateAccess::Unusable;
+    }
     std::string path = dir_ + "/lock";
-    int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (fd < 0) return path + ": " + std::strerror(errno);
+    int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        why = path + ": " + std::strerror(errno);
+        return StateAccess::Unusable;
+    }
     if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
-        std::string why = path + ": " + (errno == EWOULDBLOCK ? std::string("held by another nixproc-init") : std::strerror(errno));
+        bool held = errno == EWOULDBLOCK;
+        why = path + ": " + (held ? std::string("held by another nixproc-init") : std::strerror(errno));
         ::close(fd);
-        return why;
+        return held ? StateAccess::HeldByAnother : StateAccess::Unusable;
     }
     lock_fd_ = fd; // kept open: the lock goes with the process
-    return "";
+    return StateAccess::Ready;
 }
 
 DeployState StateStore::load() const {
@@ -88,14 +123,14 @@ DeployState StateStore::load() const {
     return s;
 }
 
-void StateStore::save(DeployState s) const {
-    if (s.deployments.size() > kKeptDeployments)
-        s.deployments.erase(s.deployments.begin(), s.deployments.end() - kKeptDeployments);
+void StateStore::save(const DeployState& s) const {
     YAML::Emitter out;
     out << YAML::BeginMap << YAML::Key << "channel_configured" << YAML::Value << s.channel_configured
         << YAML::Key << "bootstrapped" << YAML::Value << s.bootstrapped << YAML::Key << "deployed_fingerprint"
         << YAML::Value << s.deployed_fingerprint << YAML::Key << "deployments" << YAML::Value << YAML::BeginSeq;
-    for (const auto& r : s.deployments) {
+    std::size_t skip = s.deployments.size() > kKeptDeployments ? s.deployments.size() - kKeptDeployments : 0;
+    for (std::size_t i = skip; i < s.deployments.size(); ++i) {
+        const DeploymentRecord& r = s.deployments[i];
         out << YAML::BeginMap << YAML::Key << "number" << YAML::Value << r.number << YAML::Key << "trigger"
             << YAML::Value << r.trigger << YAML::Key << "fingerprint" << YAML::Value << r.fingerprint << YAML::Key
             << "started" << YAML::Value << r.started << YAML::Key << "ended" << YAML::Value << r.ended << YAML::Key
@@ -113,8 +148,10 @@ void StateStore::save(DeployState s) const {
         errno = ec.value();
         fail(dir_, "create folder");
     }
+    // A fresh file of ours: never through a link planted where the temporary file goes.
     std::string tmp = file_ + ".tmp";
-    int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (::unlink(tmp.c_str()) != 0 && errno != ENOENT) fail(tmp, "remove the previous temporary file");
+    int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0) fail(tmp, "open");
     try {
         writeAll(fd, text, tmp);

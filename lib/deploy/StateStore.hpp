@@ -18,13 +18,26 @@ struct DeploymentRecord {
     std::string plan;        // "+webapp2 =webapp =nginx"
 };
 
+inline constexpr std::size_t kKeptDeployments = 50;
+
 struct DeployState {
     bool channel_configured = false;
     bool bootstrapped = false;          // a deployment has succeeded once
     std::string deployed_fingerprint;   // of the last successful deployment
-    std::vector<DeploymentRecord> deployments; // the most recent ones, oldest first
+    std::vector<DeploymentRecord> deployments; // the most recent ones (kKeptDeployments), oldest first
 
     unsigned nextNumber() const { return deployments.empty() ? 1 : deployments.back().number + 1; }
+    // Appends a deployment and forgets the oldest beyond kKeptDeployments: memory stays flat.
+    void add(DeploymentRecord record);
+    // The last deployment did not end: the init died (running) or was stopped (interrupted) in it.
+    bool lastUnfinished() const;
+};
+
+// What StateStore::open() found.
+enum class StateAccess {
+    Ready,          // the folder is ours and locked: record and deploy
+    HeldByAnother,  // another nixproc-init deploys from it: do not deploy
+    Unusable,       // read-only, not a folder, or not safe: deploy without a lock and without records
 };
 
 class StateStore {
@@ -32,16 +45,18 @@ public:
     explicit StateStore(std::string dir);
     const std::string& file() const { return file_; }
 
+    // Creates the folder (0700, whatever the umask) and takes state_dir/lock for the life of the
+    // process (released when it exits, however it exits): two inits deploying from one state
+    // folder would undo each other. A folder that others could write (or whose parents they
+    // could) is refused: it holds the copy of the model that is deployed as root. `why` says why
+    // it is not Ready.
+    StateAccess open(std::string& why);
+
     // A missing file is a first boot. Throws std::runtime_error naming the file for one that
     // cannot be read or parsed.
     DeployState load() const;
     // Throws std::runtime_error naming the file and the failed step.
-    void save(DeployState state) const;
-
-    // Takes state_dir/lock for the life of the process (released when it exits, however it exits):
-    // two inits deploying from one state folder would undo each other. Returns "" when taken, or
-    // why not.
-    std::string lock();
+    void save(const DeployState& state) const;
 
     static std::string now(); // ISO 8601 UTC with milliseconds
 

@@ -65,11 +65,22 @@ struct Init::Loop {
         if (!becomeSubreaper()) return exit_code::kInternal;
         router.emplace(io, signals.blocked(), [this](const ReceivedSignal& s) { onSignal(s); });
         if (!startMainChild()) return exit_code;
-        if (config.process_manager != ManagerKind::None) deployer.emplace(io, spawner, reaper, config, manager);
+        startDeployer();
         if (auto ready = manager.readiness()) awaitReady(*ready, Clock::now(), milliseconds(10));
         else runStartSteps();
         io.run();
         return exit_code;
+    }
+
+    // A manager deploys with its switch; `none` only with an explicit deploy.command (the COMMAND
+    // is then the user's own manager). A configured `none` without one says once that it neither
+    // deploys nor watches, rather than ignore those settings silently.
+    void startDeployer() {
+        bool deploys = config.process_manager != ManagerKind::None || !config.deploy.command.empty();
+        if (deploys) return (void)deployer.emplace(io, spawner, reaper, config, manager);
+        if (!config.source.empty())
+            spdlog::info("process_manager none and no deploy.command in {}: {} is neither deployed nor watched",
+                         config.source, config.processes);
     }
 
     // A plain init (like tini) stays quiet about its one child; a manager's start is news.

@@ -1,9 +1,12 @@
 // The deployment engine with real inotify, real nix-instantiate --parse, and a stand-in for
 // nixproc-sysvinit-switch that records what it deployed (tests/standins/).
+#include "process/Children.hpp"
 #include "support/Harness.hpp"
 
 #include <catch2/catch.hpp>
 #include <csignal>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -35,6 +38,7 @@ struct Container {
     std::string state_dir = t / "state";
     std::string switch_command = "[nixproc-sysvinit-switch, --profile, " + t / "profile" + "]";
     std::string deploy_extra; // more keys of the deploy section
+    std::string manager = "sysvinit";
 
     Container() {
         fs::create_directories(folder);
@@ -51,7 +55,7 @@ struct Container {
     }
 
     void start(const std::string& extra_yaml = "", std::vector<std::string> env = {}) {
-        auto yaml = t.write("init.yaml", "process_manager: sysvinit\nprocesses: " + path + "\nprofile: " + t / "profile" +
+        auto yaml = t.write("init.yaml", "process_manager: " + manager + "\nprocesses: " + path + "\nprofile: " + t / "profile" +
                                              "\nstate_dir: " + state_dir + "\nwatch:\n  debounce_ms: " + std::to_string(debounce_ms) +
                                              "\ndeploy:\n  command: " + switch_command + "\n" + deploy_extra + extra_yaml);
         env.push_back(std::string("PATH=") + STANDINS_DIR + ":/usr/sbin:/usr/bin:/sbin:/bin");
@@ -61,6 +65,14 @@ struct Container {
     }
 
     bool done(int n) { return init->expectLog("deploy #" + std::to_string(n) + ": done", 60s); }
+
+    pid_t pid1() const { return namespaceInit(init->pid()); }
+
+    // docker stop: SIGTERM, and the init exits 0 within the grace.
+    void stop() {
+        REQUIRE(::kill(pid1(), SIGTERM) == 0);
+        CHECK(init->wait(20s) == 0);
+    }
 
     // A save after everything else: if it becomes deployment n, nothing else was deployed between.
     void sentinel(int n) {
@@ -72,6 +84,15 @@ struct Container {
 };
 
 void writeFile(const std::string& path, const std::string& text) { std::ofstream(path) << text; }
+
+// Lets one waiter at a gate FIFO (see the stand-in switch) through; the test holds the FIFO's
+// read end open (harness::Fifo), so this never blocks.
+void openGate(const std::string& gate) {
+    int fd = ::open(gate.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+    REQUIRE(fd >= 0);
+    REQUIRE(::write(fd, "go\n", 3) == 3);
+    ::close(fd);
+}
 
 } // namespace
 
@@ -192,6 +213,8 @@ TEST_CASE("a model with a syntax error never reaches the switch, and the next go
     REQUIRE(c.init->expectLog("deploy #2: failed"));
     CHECK_THAT(c.init->stderrText(), Catch::Contains("deploy #2 check | error: syntax error, unexpected ';'"));
     CHECK_THAT(c.init->stderrText(), Catch::Contains("the model does not pass deploy.check"));
+    REQUIRE(c.init->expectLog("the next change of the model (or SIGHUP) deploys again"));
+    CHECK_THAT(c.init->stderrText(), !Catch::Contains("trying again"));
     CHECK(c.records().size() == 1);
     c.save(model("fixed"));
     REQUIRE(c.done(3));
@@ -277,7 +300,7 @@ TEST_CASE("a switch past deploy.timeout_s gets SIGTERM, then SIGKILL after the g
     CHECK(c.init->wait() == 0);
 }
 
-TEST_CASE("ids.nix is part of the model: editing it deploys", "[deploy]") {
+TEST_CASE("ids.nix and every other .nix file are part of the model, other files are not", "[deploy]") {
     Container c;
     writeFile(c.folder + "/ids.nix", "{ ids = { webappPorts = { webapp = 5000; }; }; }\n");
     c.start();
@@ -285,8 +308,10 @@ TEST_CASE("ids.nix is part of the model: editing it deploys", "[deploy]") {
     writeFile(c.folder + "/ids.nix", "{ ids = { webappPorts = { webapp = 5001; }; }; }\n");
     REQUIRE(c.done(2));
     CHECK_THAT(c.init->stderrText(), Catch::Contains("deploy #2: processes.nix changed"));
-    writeFile(c.folder + "/unrelated.nix", "{ }\n"); // not part of the model
-    c.sentinel(3);
+    writeFile(c.folder + "/constructors.nix", "{ }\n"); // imported by a model: part of it
+    REQUIRE(c.done(3));
+    writeFile(c.folder + "/README.txt", "notes\n"); // not part of the model
+    c.sentinel(4);
 }
 
 TEST_CASE("an unwritable state folder is reported with the file, and deployments go on", "[deploy]") {
@@ -295,9 +320,26 @@ TEST_CASE("an unwritable state folder is reported with the file, and deployments
     c.state_dir = c.t / "blocker/state";
     c.start();
     REQUIRE(c.done(1));
-    CHECK_THAT(c.init->stderrText(), Catch::Contains("cannot record the deployment: state file " + c.t / "blocker/state: create folder"));
+    auto log = c.init->stderrText();
+    CHECK_THAT(log, Catch::Contains("state folder " + c.t / "blocker/state: " + c.t.path + "/blocker/state: create folder: Not a directory; "
+                                    "deploying without a lock and without records"));
+    CHECK(harness::count(log, "without records") == 1);
     c.save(model("2"));
     REQUIRE(c.done(2));
+    CHECK(harness::count(c.init->stderrText(), "without records") == 1); // said once, not per deployment
+    CHECK(c.records().back() == recorded("2"));
+    c.stop();
+}
+
+TEST_CASE("a state folder that others can write is not used, and deployments go on", "[deploy]") {
+    Container c;
+    fs::create_directories(c.state_dir);
+    fs::permissions(c.state_dir, fs::perms::all);
+    c.start();
+    REQUIRE(c.done(1));
+    CHECK_THAT(c.init->stderrText(), Catch::Contains("the folder " + c.state_dir + " is writable by others (mode 0777)"));
+    CHECK_FALSE(fs::exists(c.state_dir + "/state.yaml"));
+    c.stop();
 }
 
 TEST_CASE("a second init on the same state folder runs its manager but does not deploy", "[deploy]") {
@@ -314,4 +356,215 @@ TEST_CASE("a second init on the same state folder runs its manager but does not 
     c.init = std::move(first); // the first one still deploys
     c.save(model("2"));
     REQUIRE(c.done(2));
+}
+
+TEST_CASE("a model file that is a FIFO or leads to /dev/zero is an error, and the init stays responsive", "[deploy]") {
+    for (const std::string style : {"ids.nix is a FIFO", "processes.nix links to /dev/zero"}) {
+        DYNAMIC_SECTION(style) {
+            Container c;
+            if (style == "ids.nix is a FIFO") REQUIRE(::mkfifo((c.folder + "/ids.nix").c_str(), 0644) == 0);
+            else {
+                fs::remove(c.path);
+                fs::create_symlink("/dev/zero", c.path);
+            }
+            c.start();
+            REQUIRE(c.init->expectLog("cannot read the model: "));
+            CHECK_THAT(c.init->stderrText(), Catch::Contains(style == "ids.nix is a FIFO"
+                                                                 ? c.folder + "/ids.nix is a FIFO, not a regular file; nothing deployed"
+                                                                 : c.path + " is a character device, not a regular file; nothing deployed"));
+            c.stop(); // the loop was never blocked: SIGTERM is handled at once
+
+            CHECK(c.records().empty());
+        }
+    }
+}
+
+TEST_CASE("the init paused across the debounce, then stopped, runs no handler on the gone watcher", "[deploy]") {
+    // docker pause freezes the init after a save; the quiet period ends while it is frozen, and
+    // docker stop's SIGTERM arrives before it runs again: the debounce's completion is already
+    // queued when the shutdown destroys the watcher (a use after free under ASan before).
+    Container c;
+    c.debounce_ms = 200;
+    c.start("", {"NIXPROC_INIT_LOG_LEVEL=debug"});
+    REQUIRE(c.done(1));
+    pid_t pid = c.pid1();
+    c.save(model("2"));
+    REQUIRE(c.init->expectLog("processes.nix saved: deploying after 200 ms of quiet"));
+    REQUIRE(::kill(pid, SIGSTOP) == 0);
+    ::usleep(400'000); // the quiet period passes while the init is frozen: the scenario itself
+    REQUIRE(::kill(pid, SIGTERM) == 0);
+    REQUIRE(::kill(pid, SIGCONT) == 0);
+    CHECK(c.init->wait(20s) == 0);
+    CHECK_THAT(c.init->stderrText(), !Catch::Contains("AddressSanitizer"));
+}
+
+TEST_CASE("a follow-up queued during a deployment waits for the saves to be quiet before it reads the model", "[deploy]") {
+    Container c;
+    c.debounce_ms = 1000;
+    Fifo gate(c.t / "gate");
+    c.start("", {"NIXPROC_STANDIN_GATE=" + c.t / "gate"});
+    REQUIRE(c.init->expectLog("deploy #1 | waiting at the gate"));
+    openGate(c.t / "gate");
+    REQUIRE(c.done(1));
+    c.save(model("2"));
+    REQUIRE(c.init->expectLog("deploy #2 | waiting at the gate"));
+    c.save(model("3"));
+    REQUIRE(c.init->expectLog("deploy #2: still running; processes.nix will be deployed after it"));
+    // An editor starts writing the next version, and deploy #2 ends in the middle of it.
+    c.save("{\n  webapp = \"4\";\n");
+    openGate(c.t / "gate");
+    REQUIRE(c.done(2));
+    c.save(model("4"));
+    REQUIRE(c.init->expectLog("deploy #3 | waiting at the gate"));
+    openGate(c.t / "gate");
+    REQUIRE(c.done(3));
+    CHECK_THAT(c.init->stderrText(), !Catch::Contains("deploy #3: failed"));
+    CHECK(c.records() == std::vector<std::string>{recorded("1"), recorded("2"), recorded("4")});
+    c.stop();
+}
+
+TEST_CASE("a deployment deploys the content it fingerprinted, whatever is saved while it runs", "[deploy]") {
+    // Held in its check, deploy #2 (of B) sees C saved; held in its switch, B saved again. Before,
+    // the switch read C while B was recorded, and the follow-up of B found "nothing to do".
+    Container c;
+    Fifo events(c.t / "events");
+    Fifo check_gate(c.t / "check-gate");
+    Fifo switch_gate(c.t / "switch-gate");
+    c.deploy_extra = "  check: [sh, -c, 'echo checking > " + c.t / "events" + "; read -r _ < " + c.t / "check-gate" + "', check]\n";
+    c.start("", {"NIXPROC_STANDIN_GATE=" + c.t / "switch-gate"});
+    REQUIRE(events.readLine() == "checking");
+    openGate(c.t / "check-gate");
+    REQUIRE(c.init->expectLog("deploy #1 | waiting at the gate"));
+    openGate(c.t / "switch-gate");
+    REQUIRE(c.done(1));
+
+    c.save(model("B"));
+    REQUIRE(events.readLine() == "checking");
+    c.save(model("C"));
+    REQUIRE(c.init->expectLog("deploy #2: still running"));
+    openGate(c.t / "check-gate");
+    REQUIRE(c.init->expectLog("deploy #2 | waiting at the gate"));
+    c.save(model("B"));
+    openGate(c.t / "switch-gate");
+    REQUIRE(c.done(2));
+    REQUIRE(c.init->expectLog("processes.nix saved, unchanged since deployment #2: nothing to do"));
+    CHECK(c.records() == std::vector<std::string>{recorded("1"), recorded("B")});
+    c.stop();
+}
+
+TEST_CASE("an inotify queue overflow counts as a change, and the save lost in it is deployed", "[deploy]") {
+    Container c;
+    c.start();
+    REQUIRE(c.done(1));
+    pid_t pid = c.pid1();
+    // Frozen, the init reads no event: 17,000 new files overflow the queue (16,384 by default),
+    // and the save after them is dropped with the rest.
+    REQUIRE(::kill(pid, SIGSTOP) == 0);
+    for (int i = 0; i < 17'000; ++i) {
+        int fd = ::open((c.folder + "/scratch-" + std::to_string(i)).c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+        REQUIRE(fd >= 0);
+        ::close(fd);
+    }
+    c.save(model("2"));
+    REQUIRE(::kill(pid, SIGCONT) == 0);
+    REQUIRE(c.done(2));
+    CHECK_THAT(c.init->stderrText(), Catch::Contains("inotify queue overflow on " + c.folder));
+    CHECK(c.records().back() == recorded("2"));
+    c.stop();
+}
+
+TEST_CASE("kill -9 during a SIGHUP deployment of an unchanged model: the next start deploys again", "[deploy]") {
+    Container c;
+    Fifo gate(c.t / "gate");
+    c.start("", {"NIXPROC_STANDIN_GATE=" + c.t / "gate"});
+    REQUIRE(c.init->expectLog("deploy #1 | waiting at the gate"));
+    openGate(c.t / "gate");
+    REQUIRE(c.done(1));
+    REQUIRE(::kill(c.pid1(), SIGHUP) == 0);
+    REQUIRE(c.init->expectLog("deploy #2 | waiting at the gate"));
+    REQUIRE(::kill(c.pid1(), SIGKILL) == 0);
+    c.init->wait();
+    CHECK_THAT(readFile(c.state_dir + "/state.yaml"), Catch::Contains("outcome: running"));
+
+    c.start();
+    REQUIRE(c.done(3));
+    CHECK_THAT(c.init->stderrText(), Catch::Contains("deploy #2 did not finish (running): deploying again"));
+    CHECK_THAT(c.init->stderrText(), !Catch::Contains("nothing to deploy"));
+    c.stop();
+}
+
+TEST_CASE("process_manager none deploys with an explicit deploy.command, and says so when it has none", "[deploy]") {
+    Container c;
+    c.manager = "none";
+    c.start("manager:\n  command: [" + testkit() + ", catch-all]\n");
+    REQUIRE(c.done(1));
+    c.save(model("2"));
+    REQUIRE(c.done(2));
+    CHECK(c.records().back() == recorded("2"));
+    REQUIRE(::kill(c.pid1(), SIGTERM) == 0);
+    CHECK(c.init->wait(20s) == 128 + SIGTERM); // the main child's own status
+
+    Container plain;
+    auto yaml = plain.t.write("init.yaml", "process_manager: none\nprocesses: " + plain.path + "\nstate_dir: " + plain.state_dir + "\n");
+    Child init(inPidNamespace({initBinary(), "-c", yaml, "--", "sh", "-c", "exit 0"}));
+    CHECK(init.wait() == 0);
+    CHECK_THAT(init.stderrText(), Catch::Contains("process_manager none and no deploy.command in " + yaml + ": " + plain.path +
+                                                  " is neither deployed nor watched"));
+}
+
+TEST_CASE("a deployment that timed out is tried again after a backoff, and one killed from outside too", "[deploy]") {
+    for (const std::string style : {"timed out", "killed from outside"}) {
+        DYNAMIC_SECTION(style) {
+            Container c;
+            // The first try hangs (and says its pid); the next ones are the real stand-in.
+            auto wrapper = c.t.write("switch", "#!/bin/sh\n"
+                                               "if [ ! -e " + c.t / "tried" + " ]; then\n"
+                                               "  touch " + c.t / "tried" + "; echo hanging; exec sleep 1000\n"
+                                               "fi\n"
+                                               "exec nixproc-sysvinit-switch \"$@\"\n", 0755);
+            c.switch_command = "[" + wrapper + ", --profile, " + c.t / "profile" + "]";
+            c.deploy_extra = std::string(style == "timed out" ? "  timeout_s: 1\n" : "") + "  retries: 2\n  retry_backoff_s: 1\n";
+            c.start("shutdown:\n  grace_s: 1\n");
+            REQUIRE(c.init->expectLog("deploy #1 | hanging"));
+            if (style == "killed from outside") {
+                // The init's only child is the switch (sysvinit has no main child).
+                auto children = nixproc::childrenOf(c.pid1());
+                REQUIRE(children.size() == 1);
+                REQUIRE(::kill(children.front(), SIGKILL) == 0); // as the OOM killer would
+                REQUIRE(c.init->expectLog("deploy #1: interrupted"));
+            } else {
+                REQUIRE(c.init->expectLog("deploy #1: timed out"));
+            }
+            REQUIRE(c.init->expectLog("trying again in 1 s (1 of 2)"));
+            REQUIRE(c.done(2));
+            CHECK_THAT(c.init->stderrText(), Catch::Contains("deploy #2: trying again (1 of 2)"));
+            CHECK(c.records() == std::vector<std::string>{recorded("1")});
+            c.stop();
+        }
+    }
+}
+
+TEST_CASE("a model under a folder that others can write is refused, and so is a link into one", "[deploy]") {
+    for (const std::string style : {"world-writable parent", "symlink into a world-writable folder"}) {
+        DYNAMIC_SECTION(style) {
+            Container c;
+            std::string why;
+            if (style == "world-writable parent") {
+                fs::permissions(c.t / "etc", fs::perms::all); // anyone may rename etc/nixproc away
+                why = "the folder " + c.t / "etc" + " is writable by others (mode 0777)";
+            } else {
+                fs::create_directories(c.t / "drop");
+                fs::permissions(c.t / "drop", fs::perms::all);
+                writeFile(c.t / "drop/processes.nix", model("1"));
+                fs::remove(c.path);
+                fs::create_symlink(c.t / "drop/processes.nix", c.path);
+                why = "the folder " + c.t / "drop" + " is writable by others (mode 0777)";
+            }
+            c.start();
+            REQUIRE(c.init->expectLog("deploy #1: refused"));
+            CHECK_THAT(c.init->stderrText(), Catch::Contains(why));
+            CHECK(c.records().empty());
+            c.stop();
+        }
+    }
 }

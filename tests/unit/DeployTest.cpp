@@ -5,6 +5,7 @@
 #include <catch2/catch.hpp>
 #include <filesystem>
 #include <fstream>
+#include <sys/stat.h>
 #include <unistd.h>
 
 using namespace nixproc;
@@ -30,36 +31,109 @@ struct Folder {
 
 } // namespace
 
-TEST_CASE("the model's fingerprint covers the extra files and nothing else", "[deploy]") {
+TEST_CASE("the model's fingerprint covers every .nix file under its folder and the extra files, nothing else", "[deploy]") {
     Folder f;
-    Model m{f.write("processes.nix", "{ a = 1; }"), {"ids.nix"}};
+    Model m{f.write("processes.nix", "{ a = 1; }"), {"ids.nix", "ports.json"}};
     auto first = m.fingerprint();
     REQUIRE(first);
-    f.write("unrelated.nix", "x");
+    f.write("README", "x");
+    f.write(".processes.nix.swp", "vim swap");
+    f.write("processes.nix~", "backup");
+    f.write(".#processes.nix", "emacs lock");
     CHECK(m.fingerprint() == first);
     f.write("ids.nix", "{ ids = {}; }");
     auto with_ids = m.fingerprint();
     CHECK(with_ids != first);
+    f.write("ports.json", "{}");
+    auto with_extra = m.fingerprint();
+    CHECK(with_extra != with_ids);
+    f.write("modules/webapp.nix", "{ }");
+    auto with_module = m.fingerprint();
+    CHECK(with_module != with_extra);
     f.write("processes.nix", "{ a = 2; }");
-    CHECK(m.fingerprint() != with_ids);
+    CHECK(m.fingerprint() != with_module);
     fs::remove(f.path / "processes.nix");
     CHECK_FALSE(m.fingerprint());
+    CHECK(m.read().error.missing);
 }
 
-TEST_CASE("a model writable by others or its group is not trusted", "[deploy]") {
+TEST_CASE("a model file that is a FIFO or leads to a device is an error, read without blocking", "[deploy]") {
+    Folder f;
+    Model m{f.write("processes.nix", "{ }"), {"ids.nix"}};
+    REQUIRE(::mkfifo((f.path / "ids.nix").c_str(), 0600) == 0);
+    auto fifo = m.read(); // opening and reading a FIFO with no writer would block forever
+    CHECK_FALSE(fifo.snapshot);
+    CHECK(fifo.error.message == (f.path / "ids.nix").string() + " is a FIFO, not a regular file");
+    fs::remove(f.path / "ids.nix");
+    fs::remove(f.path / "processes.nix");
+    fs::create_symlink("/dev/zero", f.path / "processes.nix"); // would never end
+    auto zero = m.read();
+    CHECK_FALSE(zero.snapshot);
+    CHECK(zero.error.message == m.path + " is a character device, not a regular file");
+}
+
+TEST_CASE("a model writable by others or its group, or under such a folder, is not trusted", "[deploy]") {
     Folder f;
     Model m{f.write("processes.nix", "{}"), {"ids.nix"}};
+    auto insecurity = [&] { return m.read().snapshot->insecurity; };
     fs::permissions(m.path, fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read);
-    CHECK(m.insecurity().empty());
+    CHECK(insecurity().empty());
     fs::permissions(m.path, fs::perms::group_write, fs::perm_options::add);
-    CHECK(m.insecurity() == "the model file " + m.path + " is writable by its group (mode 0660)");
+    CHECK(insecurity() == "the model file " + m.path + " is writable by its group (mode 0660)");
     fs::permissions(m.path, fs::perms::group_write, fs::perm_options::remove);
     fs::permissions(f.path, fs::perms::others_write, fs::perm_options::add);
-    CHECK_THAT(m.insecurity(), Catch::StartsWith("the model's folder " + f.path.string() + " is writable by others"));
+    CHECK_THAT(insecurity(), Catch::StartsWith("the folder " + f.path.string() + " is writable by others"));
     fs::permissions(f.path, fs::perms::others_write, fs::perm_options::remove);
     auto ids = f.write("ids.nix", "{}");
     REQUIRE(::chown(ids.c_str(), 65534, 65534) == 0);
-    CHECK(m.insecurity() == "the model file " + ids + " is owned by uid 65534, not by uid 0 that runs the switch");
+    CHECK(insecurity() == "the model file " + ids + " is owned by uid 65534, not by root or uid 0 that runs the switch");
+    fs::remove(ids);
+    f.write("modules/db.nix", "{}");
+    fs::permissions(f.path / "modules/db.nix", fs::perms::others_write, fs::perm_options::add);
+    CHECK_THAT(insecurity(), Catch::Contains("modules/db.nix is writable by others"));
+}
+
+TEST_CASE("every folder above the model counts, and where a symlinked model leads", "[deploy]") {
+    Folder f;
+    // A world-writable parent lets anyone rename the model's folder away and put their own there.
+    f.write("open/etc/nixproc/processes.nix", "{}");
+    fs::permissions(f.path / "open", fs::perms::all);
+    Model under_open{(f.path / "open/etc/nixproc/processes.nix").string(), {}};
+    CHECK(under_open.read().snapshot->insecurity == "the folder " + (f.path / "open").string() + " is writable by others (mode 0777)");
+    // Sticky and world-writable (like /tmp) is fine above a folder of root's: only root may rename it.
+    fs::permissions(f.path / "open", fs::perms::all | fs::perms::sticky_bit);
+    CHECK(under_open.read().snapshot->insecurity.empty());
+    // A model that is a symlink into a folder anyone can write: the target can be swapped.
+    f.write("drop/processes.nix", "{ evil = 1; }");
+    fs::permissions(f.path / "drop", fs::perms::all);
+    fs::create_directories(f.path / "etc");
+    fs::create_symlink(f.path / "drop/processes.nix", f.path / "etc/processes.nix");
+    Model linked{(f.path / "etc/processes.nix").string(), {}};
+    CHECK(linked.read().snapshot->insecurity == "the folder " + (f.path / "drop").string() + " is writable by others (mode 0777)");
+}
+
+TEST_CASE("the snapshot is written to a private folder, replacing the previous copy", "[deploy]") {
+    Folder f;
+    Model m{f.write("processes.nix", "{ a = import ./modules/a.nix; }"), {"ids.nix"}};
+    f.write("modules/a.nix", "1");
+    f.write("ids.nix", "{ }");
+    auto snapshot = m.read().snapshot;
+    REQUIRE(snapshot);
+    auto copy = (f.path / "state/model").string();
+    fs::create_directories(copy);
+    f.write("state/model/stale.nix", "from the previous deployment");
+    CHECK(snapshot->writeTo(copy, "processes.nix") == copy + "/processes.nix");
+    CHECK_FALSE(fs::exists(copy + "/stale.nix"));
+    CHECK(fs::status(copy).permissions() == fs::perms::owner_all);
+    std::ifstream in(copy + "/modules/a.nix");
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    CHECK(text == "1");
+    // What is saved after the read is not in the copy.
+    f.write("processes.nix", "{ changed = true; }");
+    snapshot->writeTo(copy, "processes.nix");
+    std::ifstream main(copy + "/processes.nix");
+    std::string main_text((std::istreambuf_iterator<char>(main)), std::istreambuf_iterator<char>());
+    CHECK(main_text == "{ a = import ./modules/a.nix; }");
 }
 
 TEST_CASE("profile diff per process instance, in each backend's layout", "[deploy]") {
@@ -114,7 +188,7 @@ TEST_CASE("the state file round-trips, keeps the last 50 deployments, leaves no 
     CHECK(back.nextNumber() == 3);
     CHECK_FALSE(fs::exists(store.file() + ".tmp"));
 
-    for (unsigned n = 3; n < 80; ++n) s.deployments.push_back({.number = n, .outcome = "succeeded"});
+    for (unsigned n = 3; n < 80; ++n) s.deployments.push_back({.number = n, .outcome = "succeeded"}); // not add(): save trims too
     store.save(s);
     CHECK(store.load().deployments.size() == 50);
     CHECK(store.load().nextNumber() == 80);
@@ -123,9 +197,73 @@ TEST_CASE("the state file round-trips, keeps the last 50 deployments, leaves no 
     CHECK_THROWS_WITH(store.load(), Catch::StartsWith("state file " + store.file() + ": cannot be read"));
 }
 
+TEST_CASE("the deployment history in memory keeps only what the state file keeps", "[deploy]") {
+    DeployState s;
+    for (unsigned n = 1; n <= 1000; ++n) s.add({.number = n, .outcome = "succeeded"});
+    CHECK(s.deployments.size() == kKeptDeployments);
+    CHECK(s.deployments.front().number == 1000 - kKeptDeployments + 1);
+    CHECK(s.nextNumber() == 1001);
+}
+
+TEST_CASE("a trailing running or interrupted deployment is unfinished", "[deploy]") {
+    DeployState s;
+    CHECK_FALSE(s.lastUnfinished());
+    s.add({.number = 1, .outcome = "succeeded"});
+    CHECK_FALSE(s.lastUnfinished());
+    s.add({.number = 2, .outcome = "running"});
+    CHECK(s.lastUnfinished());
+    s.deployments.back().outcome = "interrupted";
+    CHECK(s.lastUnfinished());
+    s.deployments.back().outcome = "failed";
+    CHECK_FALSE(s.lastUnfinished());
+}
+
+TEST_CASE("the state folder is created 0700 whatever the umask, and locked", "[deploy]") {
+    Folder f;
+    mode_t old = ::umask(0);
+    StateStore store((f.path / "var/state").string());
+    std::string why;
+    auto access = store.open(why);
+    ::umask(old);
+    CHECK(access == StateAccess::Ready);
+    CHECK(why.empty());
+    CHECK(fs::status(f.path / "var/state").permissions() == fs::perms::owner_all);
+    StateStore second((f.path / "var/state").string());
+    CHECK(second.open(why) == StateAccess::HeldByAnother); // flock: another open file description
+    CHECK_THAT(why, Catch::EndsWith("/var/state/lock: held by another nixproc-init"));
+}
+
+TEST_CASE("a state folder that others can write is refused", "[deploy]") {
+    Folder f;
+    fs::create_directories(f.path / "state");
+    fs::permissions(f.path / "state", fs::perms::all);
+    StateStore store((f.path / "state").string());
+    std::string why;
+    CHECK(store.open(why) == StateAccess::Unusable);
+    CHECK_THAT(why, Catch::StartsWith("the folder " + (f.path / "state").string() + " is writable by others (mode 0777)"));
+}
+
+TEST_CASE("the state file's temporary is never written through a planted link", "[deploy]") {
+    Folder f;
+    StateStore store((f.path / "state").string());
+    std::string why;
+    REQUIRE(store.open(why) == StateAccess::Ready);
+    f.write("victim", "precious");
+    fs::create_symlink(f.path / "victim", f.path / "state/state.yaml.tmp");
+    store.save({});
+    std::ifstream victim(f.path / "victim");
+    std::string text((std::istreambuf_iterator<char>(victim)), std::istreambuf_iterator<char>());
+    CHECK(text == "precious");
+    CHECK(store.load().deployments.empty());
+    CHECK_FALSE(fs::exists(f.path / "state/state.yaml.tmp"));
+}
+
 TEST_CASE("an unwritable state folder is an error naming the file", "[deploy]") {
     Folder f;
     f.write("blocker", "a file where the folder should be");
     StateStore store((f.path / "blocker" / "state").string());
     CHECK_THROWS_WITH(store.save({}), Catch::Contains("blocker/state") && Catch::Contains("create folder"));
+    std::string why;
+    CHECK(store.open(why) == StateAccess::Unusable);
+    CHECK_THAT(why, Catch::Contains("blocker/state: create folder: Not a directory"));
 }
