@@ -414,7 +414,9 @@ TEST_CASE("a follow-up queued during a deployment waits for the saves to be quie
     c.save("{\n  webapp = \"4\";\n");
     openGate(c.t / "gate");
     REQUIRE(c.done(2));
-    c.save(model("4"));
+    // Before, the follow-up started here at once and its check read the half-written file.
+    CHECK_FALSE(c.init->expectLog("deploy #3: failed", 400ms));
+    c.save(model("4")); // the editor finishes, still within the quiet period of its first write
     REQUIRE(c.init->expectLog("deploy #3 | waiting at the gate"));
     openGate(c.t / "gate");
     REQUIRE(c.done(3));
