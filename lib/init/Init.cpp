@@ -58,6 +58,7 @@ struct Init::Loop {
     bool killing = false;       // the grace is over
     std::set<std::pair<int, pid_t>> signalled; // (signal, pid) already sent; pid -1: everyone
     int exit_code = exit_code::kInternal;
+    bool finished = false; // the exit is decided: signals still queued in the same read change nothing
 
     Loop(const Config& c, const ProcessManager& m, const InheritedSignals& s) : config(c), manager(m), signals(s) {}
 
@@ -159,6 +160,7 @@ struct Init::Loop {
     }
 
     void onSignal(const ReceivedSignal& s) {
+        if (finished) return;
         RoutingPolicy policy{.hup_redeploys = deployer.has_value()};
         switch (routeSignal(s.signo, policy)) {
         case SignalAction::Reap: afterReap(reaper.drain()); break;
@@ -186,7 +188,7 @@ struct Init::Loop {
     void beginShutdown(int sig) {
         if (stop_signal) return forward(sig); // a second request: pass it on, the clock keeps running
         stop_signal = sig;
-        spdlog::info("{} received: stopping (grace {} s)", signalName(sig), seconds(config.shutdown.grace));
+        spdlog::log(lifecycleLevel(), "{} received: stopping (grace {} s)", signalName(sig), seconds(config.shutdown.grace));
         beginGrace();
         probe.cancel();
         if (deployer) deployer->shutdown();
@@ -204,8 +206,8 @@ struct Init::Loop {
     void onMainChildExit(int status) {
         main_status = status;
         if (deployer) deployer->shutdown(); // nothing left to deploy to
-        spdlog::info("{} (pid {}) {}", config.process_manager == ManagerKind::None ? "main child" : manager.name(), main_pid,
-                     describeStatus(status));
+        spdlog::log(lifecycleLevel(), "{} (pid {}) {}", config.process_manager == ManagerKind::None ? "main child" : manager.name(),
+                    main_pid, describeStatus(status));
     }
 
     void afterReap(Reaper::Children children) {
@@ -213,7 +215,7 @@ struct Init::Loop {
         if (children == Reaper::Children::None) return finish(exitCodeOf(*main_status));
         if (!stopping_rest) {
             stopping_rest = true;
-            spdlog::info("stopping the processes left behind");
+            spdlog::log(lifecycleLevel(), "stopping the processes left behind");
             beginGrace();
         }
         // A subreaper adopts the grandchildren of what it stops: they get the signal too.
@@ -256,9 +258,13 @@ struct Init::Loop {
             if (signalled.emplace(sig, child).second) ::kill(child, sig);
     }
 
+    // Once: a SIGCHLD of a child reaped in the drain that emptied the namespace is still read
+    // after it, in the same batch of signals.
     void finish(int code) {
+        if (finished) return;
+        finished = true;
         exit_code = code;
-        spdlog::info("exiting with status {} ({} orphans reaped)", code, reaper.orphansReaped());
+        spdlog::log(lifecycleLevel(), "exiting with status {} ({} orphans reaped)", code, reaper.orphansReaped());
         deadline.cancel();
         probe.cancel();
         io.stop();

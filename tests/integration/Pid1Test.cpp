@@ -22,7 +22,7 @@ std::vector<std::string> init(std::vector<std::string> args) {
 } // namespace
 
 TEST_CASE("10,000 orphans are reaped and none is left", "[pid1]") {
-    Child c(init({"--", testkit(), "orphans", "10000"}));
+    Child c(init({"-v", "--", testkit(), "orphans", "10000"}));
     CHECK(c.readLine(120s) == "orphans 10000 left, zombies 0");
     REQUIRE(c.wait(120s) == 0);
     CHECK_THAT(c.stderrText(), Catch::Contains("exiting with status 0 (10000 orphans reaped)"));
@@ -63,7 +63,7 @@ TEST_CASE("a child that ignores SIGTERM is killed when the grace is over", "[pid
 
 TEST_CASE("leftover processes get SIGTERM when the main child exits, SIGKILL after the grace", "[pid1]") {
     // One leftover stops on SIGTERM, one ignores it; the main child's status is kept.
-    Child c(init({"-t", "1", "--", "bash", "-c",
+    Child c(init({"-v", "-t", "1", "--", "bash", "-c",
                   "sleep 1000 & read -r line < <(exec " + testkit() + " ignore-term); echo $line; exit 3"}));
     REQUIRE(c.readLine() == "ready");
     CHECK(c.wait() == 3);
@@ -174,4 +174,32 @@ TEST_CASE("job control works on a terminal: Ctrl-Z, fg, Ctrl-C in an interactive
     REQUIRE(c.expect("prompt$ "));
     c.send("exit 7\n");
     CHECK(c.wait() == 7);
+}
+
+TEST_CASE("a plain init is silent unless -v, and says once that it exits", "[pid1][log]") {
+    Child quiet(init({"--", "sh", "-c", "exit 3"}));
+    CHECK(quiet.wait() == 3);
+    CHECK(quiet.stderrText() == "");
+
+    Child stopped(init({"--", testkit(), "catch-all"})); // docker stop
+    REQUIRE(stopped.readLine() == "ready");
+    REQUIRE(::kill(namespaceInit(stopped.pid()), SIGTERM) == 0);
+    CHECK(stopped.wait() == 128 + SIGTERM);
+    CHECK(stopped.stderrText() == "");
+
+    Child verbose(init({"-v", "--", "sh", "-c", "exit 3"}));
+    CHECK(verbose.wait() == 3);
+    CHECK(count(verbose.stderrText(), "main child (pid 2) exited with status 3") == 1);
+    CHECK(count(verbose.stderrText(), "exiting with status 3") == 1);
+}
+
+TEST_CASE("the exit is logged once even when a SIGCHLD comes after the last child was reaped", "[pid1][log]") {
+    // 300 leftovers die together of the SIGTERM the init sends them: one reaped in the drain
+    // that empties the namespace leaves its SIGCHLD pending behind it.
+    for (int run = 0; run < 20; ++run) {
+        Child c(init({"-v", "--", "bash", "-c", "for i in $(seq 300); do sleep 1000 & done; exit 0"}));
+        REQUIRE(c.wait() == 0);
+        INFO("run " << run << "\n" << c.stderrText());
+        REQUIRE(count(c.stderrText(), "exiting with status 0") == 1);
+    }
 }
