@@ -29,7 +29,7 @@ int usageError(const std::string& what) {
 } // namespace
 
 int main(int argc, char** argv) {
-    const InheritedSignals signals = InheritedSignals::blockAllButFaults();
+    const InheritedSignals signals = InheritedSignals::blockAll();
     setupLogging("info", LogFormat::Text); // to stderr from the first line on
 
     CommandLine cli;

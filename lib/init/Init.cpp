@@ -162,7 +162,7 @@ struct Init::Loop {
     void onSignal(const ReceivedSignal& s) {
         if (finished) return;
         RoutingPolicy policy{.hup_redeploys = deployer.has_value()};
-        switch (routeSignal(s.signo, policy)) {
+        switch (routeSignal(s, policy)) {
         case SignalAction::Reap: afterReap(reaper.drain()); break;
         case SignalAction::Shutdown: beginShutdown(s.signo); break;
         case SignalAction::Forward: forward(s.signo); break;

@@ -13,12 +13,17 @@
 
 namespace nixproc {
 
-SignalAction routeSignal(int sig, const RoutingPolicy& policy) {
+SignalAction routeSignal(const ReceivedSignal& signal, const RoutingPolicy& policy) {
+    int sig = signal.signo;
     switch (sig) {
     case SIGCHLD: return SignalAction::Reap;
     case SIGTERM: case SIGINT: case SIGQUIT: return SignalAction::Shutdown;
     case SIGHUP: return policy.hup_redeploys ? SignalAction::Redeploy : SignalAction::Forward;
-    default: return isForwardable(sig) ? SignalAction::Forward : SignalAction::Ignore;
+    default:
+        // A fault the kernel raised concerns the init's own code: it kills the init before it
+        // could be read here. Only a sent one is news for the child.
+        if (isFaultSignal(sig) && !sentByProcess(signal.code)) return SignalAction::Ignore;
+        return isForwardable(sig) ? SignalAction::Forward : SignalAction::Ignore;
     }
 }
 

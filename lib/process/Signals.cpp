@@ -45,7 +45,7 @@ bool isFaultSignal(int sig) {
 bool isForwardable(int sig) {
     // 32 and 33 sit below SIGRTMIN: glibc keeps them for its threads, no program can catch them.
     if (sig < 1 || sig > SIGRTMAX || (sig > SIGSYS && sig < SIGRTMIN)) return false;
-    return sig != SIGKILL && sig != SIGSTOP && sig != SIGCHLD && !isFaultSignal(sig);
+    return sig != SIGKILL && sig != SIGSTOP && sig != SIGCHLD;
 }
 
 std::string signalName(int sig) {
@@ -72,10 +72,9 @@ std::optional<int> signalFromName(std::string_view name) {
     return std::nullopt;
 }
 
-InheritedSignals InheritedSignals::blockAllButFaults() {
+InheritedSignals InheritedSignals::blockAll() {
     InheritedSignals s;
     sigfillset(&s.blocked_);
-    for (int sig : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGSYS, SIGABRT}) sigdelset(&s.blocked_, sig);
     if (int err = pthread_sigmask(SIG_SETMASK, &s.blocked_, &s.original_); err != 0)
         throw std::system_error(err, std::generic_category(), "pthread_sigmask");
     return s;

@@ -1,9 +1,11 @@
 // nixproc-init as PID 1 of a real PID namespace (unshare --pid --fork --mount-proc), and as a
 // subreaper outside one.
+#include "process/Children.hpp"
 #include "process/Signals.hpp"
 #include "support/Harness.hpp"
 
 #include <catch2/catch.hpp>
+#include <cerrno>
 #include <sstream>
 #include <yaml-cpp/yaml.h>
 #include <csignal>
@@ -18,6 +20,16 @@ std::vector<std::string> init(std::vector<std::string> args) {
     args.insert(args.begin(), initBinary());
     return inPidNamespace(std::move(args));
 }
+
+bool alive(pid_t pid) { return ::kill(pid, 0) == 0 || errno != ESRCH; }
+
+// A process the test must not leave behind, whatever a failed check skipped.
+struct KillAtEnd {
+    pid_t pid;
+    ~KillAtEnd() {
+        if (pid > 0) ::kill(pid, SIGKILL);
+    }
+};
 
 } // namespace
 
@@ -201,5 +213,21 @@ TEST_CASE("the exit is logged once even when a SIGCHLD comes after the last chil
         REQUIRE(c.wait() == 0);
         INFO("run " << run << "\n" << c.stderrText());
         REQUIRE(count(c.stderrText(), "exiting with status 0") == 1);
+    }
+}
+
+TEST_CASE("not PID 1: a fault signal sent by a process reaches the child and the init stays to reap it", "[subreaper]") {
+    for (int sig : {SIGSEGV, SIGABRT, SIGILL, SIGBUS, SIGFPE, SIGTRAP, SIGSYS}) {
+        DYNAMIC_SECTION(nixproc::signalName(sig)) {
+            Child c({initBinary(), "--", testkit(), "catch-all"});
+            REQUIRE(c.readLine() == "ready");
+            auto children = nixproc::childrenOf(c.pid());
+            REQUIRE(children.size() == 1);
+            KillAtEnd child{children.front()}; // an init killed by the signal would orphan it
+            REQUIRE(::kill(c.pid(), sig) == 0);
+            CHECK(c.readLine(10s) == "got " + std::to_string(sig));
+            CHECK(c.wait() == 128 + sig); // the child's status, 128+N like the init's own death would be
+            CHECK_FALSE(alive(child.pid));
+        }
     }
 }

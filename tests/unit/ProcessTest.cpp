@@ -26,7 +26,7 @@ pid_t forkExiting(int code) {
 
 // Blocks in the test thread like the init does, and undoes it afterwards.
 struct BlockedSignals {
-    InheritedSignals signals = InheritedSignals::blockAllButFaults();
+    InheritedSignals signals = InheritedSignals::blockAll();
     ~BlockedSignals() { ::pthread_sigmask(SIG_SETMASK, &signals.originalMask(), nullptr); }
 };
 
