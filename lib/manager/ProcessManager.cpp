@@ -4,12 +4,12 @@
 #include "process/CommandPath.hpp"
 #include "process/ExitStatus.hpp"
 
+#include <cctype>
 #include <cerrno>
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
-#include <fstream>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -47,27 +47,39 @@ void ProcessManager::check() const {
     if (!argv.empty()) requireProgram(name(), argv.front());
 }
 
-std::string iniValue(const std::string& file, const std::string& section, const std::string& key) {
-    std::ifstream in(file);
-    std::string line, current;
-    auto trim = [](std::string s) {
+std::string iniValueIn(std::string_view ini_text, const std::string& section, const std::string& key) {
+    auto trim = [](std::string_view s) {
         auto b = s.find_first_not_of(" \t\r"), e = s.find_last_not_of(" \t\r");
-        return b == std::string::npos ? std::string() : s.substr(b, e - b + 1);
+        return b == std::string_view::npos ? std::string_view() : s.substr(b, e - b + 1);
     };
-    while (std::getline(in, line)) {
-        line = trim(line);
+    auto lower = [](std::string_view s) {
+        std::string out(s);
+        for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        return out;
+    };
+    const std::string wanted = lower(key);
+    std::string_view current;
+    std::string value;
+    while (!ini_text.empty()) {
+        auto nl = ini_text.find('\n');
+        std::string_view line = trim(ini_text.substr(0, nl));
+        ini_text.remove_prefix(nl == std::string_view::npos ? ini_text.size() : nl + 1);
         if (line.empty() || line[0] == ';' || line[0] == '#') continue;
         if (line.front() == '[') {
             current = trim(line.substr(1, line.find(']') - 1));
             continue;
         }
         auto eq = line.find_first_of("=:");
-        if (current != section || eq == std::string::npos || trim(line.substr(0, eq)) != key) continue;
-        std::string value = line.substr(eq + 1);
-        if (auto comment = value.find(" ;"); comment != std::string::npos) value.resize(comment);
-        return trim(value);
+        if (current != section || eq == std::string_view::npos || lower(trim(line.substr(0, eq))) != wanted) continue;
+        std::string_view v = line.substr(eq + 1);
+        for (std::size_t at = 1; at < v.size(); ++at) // an inline comment needs a blank before it
+            if ((v[at] == ';' || v[at] == '#') && (v[at - 1] == ' ' || v[at - 1] == '\t')) {
+                v = v.substr(0, at);
+                break;
+            }
+        value = trim(v);
     }
-    return "";
+    return value;
 }
 
 std::unique_ptr<ProcessManager> makeProcessManager(const Config& config) {

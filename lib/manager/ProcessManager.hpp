@@ -9,6 +9,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace nixproc {
@@ -68,7 +69,10 @@ std::unique_ptr<ProcessManager> makeProcessManager(const Config& config);
 // Throws ManagerError (127 or 126) naming the manager when `program` cannot be run from PATH.
 void requireProgram(const std::string& manager, const std::string& program);
 
-// The value of `key` in `[section]` of an ini file (supervisord.conf); "" when absent.
-std::string iniValue(const std::string& file, const std::string& section, const std::string& key);
+// The value of `key` in `[section]` of the text of an ini file (supervisord.conf, read with
+// readRegularFile: a FIFO or a device there must not hang the init); "" when absent. Read the way
+// supervisord's configparser reads it: `key = value` or `key: value`, keys in any case, the last
+// of a repeated key wins, `;` or `#` after a blank starts a comment. No expansion.
+std::string iniValueIn(std::string_view ini_text, const std::string& section, const std::string& key);
 
 } // namespace nixproc

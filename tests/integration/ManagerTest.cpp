@@ -8,6 +8,7 @@
 #include <catch2/catch.hpp>
 #include <csignal>
 #include <set>
+#include <sys/stat.h>
 
 using namespace harness;
 
@@ -52,7 +53,7 @@ TEST_CASE("supervisord runs its programs, and SIGTERM stops everything within th
     REQUIRE(c.expectLog("supervisord is ready"));
 
     REQUIRE(::kill(namespaceInit(c.pid()), SIGHUP) == 0); // means "deploy now", never reaches supervisord
-    REQUIRE(c.expectLog("is missing or unreadable: nothing to deploy"));
+    REQUIRE(c.expectLog("does not exist: nothing to deploy"));
 
     REQUIRE(::kill(namespaceInit(c.pid()), SIGTERM) == 0);
     CHECK(c.wait() == 0);
@@ -185,4 +186,47 @@ TEST_CASE("configuration and manager errors: a clear message and no start", "[ma
     std::tie(code, err) = run("process_manager: s6-rc\nmanager:\n  scan_dir: " + t / "scan" + "\n", {"PATH=/usr/bin:/bin"});
     CHECK(code == 127);
     CHECK_THAT(err, Catch::Contains("s6-rc: cannot run s6-rc: No such file or directory"));
+}
+
+TEST_CASE("supervisord's %(here)s and %(ENV_X)s in supervisord.conf are expanded where the init reads it", "[managers][supervisord]") {
+    // The socket is where supervisord puts it, not at a path spelled with %(...)s: readiness is
+    // seen at once instead of after the whole step timeout. A relative path is relative to
+    // supervisord's folder (-w), as supervisord reads it.
+    struct Case {
+        std::string spelled;
+        bool env = false;     // NIXPROC_TEST_RUN=<the test's folder>
+        bool workdir = false; // -w <the test's folder>
+    };
+    for (const Case& k : {Case{"%(here)s/supervisor.sock"}, Case{"%(ENV_NIXPROC_TEST_RUN)s/supervisor/supervisor.sock", true},
+                          Case{"supervisor/supervisor.sock", false, true}}) {
+        DYNAMIC_SECTION(k.spelled) {
+            TempDir t;
+            std::vector<std::string> extra_env;
+            if (k.env) extra_env.push_back("NIXPROC_TEST_RUN=" + t.path);
+            auto conf = t.write("supervisor/supervisord.conf",
+                                "[unix_http_server]\nfile=" + k.spelled + " ; the control socket\nchmod=0700\n\n"
+                                "[supervisord]\nlogfile=%(here)s/supervisord.log\npidfile=%(here)s/supervisord.pid\n\n"
+                                "[rpcinterface:supervisor]\nsupervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n\n"
+                                "[supervisorctl]\nserverurl=unix://%(here)s/supervisor.sock\n\n"
+                                "[include]\nfiles=conf.d/*.conf\n");
+            auto yaml = t.write("init.yaml", supervisordYaml(t, conf) + "  step_timeout_s: 30\n");
+            std::vector<std::string> args{"-c", yaml};
+            if (k.workdir) args.insert(args.end(), {"-w", t.path});
+            Child c(init(args), {.env = extra_env});
+            CHECK(c.expectLog("supervisord is ready (" + t / "supervisor/supervisor.sock answers", 10s));
+            CHECK_THAT(c.stderrText(), !Catch::Contains("not ready"));
+            CHECK(readFile(t / "supervisor/supervisord.log").size() > 0); // %(here)s for the log too: no --logfile given
+            REQUIRE(::kill(namespaceInit(c.pid()), SIGTERM) == 0);
+            CHECK(c.wait() == 0);
+        }
+    }
+}
+
+TEST_CASE("a supervisord.conf that is a FIFO stops the start with a clear error, exit 2", "[managers][supervisord][config]") {
+    TempDir t;
+    std::string conf = t / "supervisord.conf";
+    REQUIRE(::mkfifo(conf.c_str(), 0600) == 0); // reading it would wait for a writer for ever
+    Child c(init({"-c", t.write("init.yaml", supervisordYaml(t, conf))}));
+    CHECK(c.wait(10s) == 2);
+    CHECK_THAT(c.stderrText(), Catch::Contains("supervisord: manager.config " + conf + ": is a FIFO, not a regular file"));
 }
