@@ -12,12 +12,15 @@
 #include <boost/asio/steady_timer.hpp>
 
 #include <cerrno>
+#include <csignal>
 #include <cstring>
 #include <fmt/ranges.h>
 #include <optional>
 #include <set>
 #include <spdlog/spdlog.h>
 #include <sys/prctl.h>
+#include <sys/wait.h>
+#include <termios.h>
 #include <unistd.h>
 
 namespace nixproc {
@@ -163,7 +166,10 @@ struct Init::Loop {
         if (finished) return;
         RoutingPolicy policy{.hup_redeploys = deployer.has_value()};
         switch (routeSignal(s, policy)) {
-        case SignalAction::Reap: afterReap(reaper.drain()); break;
+        case SignalAction::Reap:
+            followMainChildStop();
+            afterReap(reaper.drain());
+            break;
         case SignalAction::Shutdown: beginShutdown(s.signo); break;
         case SignalAction::Forward: forward(s.signo); break;
         case SignalAction::Redeploy:
@@ -171,6 +177,46 @@ struct Init::Loop {
             break;
         case SignalAction::Ignore: spdlog::debug("{} ignored", signalName(s.signo)); break;
         }
+    }
+
+    // Job control when the init is a shell's job (not PID 1; dumb-init does the same): the main
+    // child holds the terminal, so Ctrl-Z stops the child and not the init, while the shell waits
+    // for the init to stop. So when the child stops on a terminal stop signal, the init stops too,
+    // with the same signal (the shell then says why: "Stopped", "Stopped (tty input)"). The Reaper
+    // never asks for stops (no WUNTRACED), so the child's stop report is still there to read.
+    void followMainChildStop() {
+        if (pid1 || main_pid < 0 || main_status) return;
+        siginfo_t info{};
+        if (::waitid(P_PID, static_cast<id_t>(main_pid), &info, WSTOPPED | WNOHANG) != 0 || info.si_pid != main_pid) return;
+        int sig = info.si_status;
+        // SIGSTOP comes from someone who meant the child alone (a debugger, kill -STOP).
+        if (sig != SIGTSTP && sig != SIGTTIN && sig != SIGTTOU) return;
+        spdlog::debug("{} (pid {}) stopped by {}: stopping too", manager.name(), main_pid, signalName(sig));
+        stopSelf(sig);
+        // Continued (fg or bg): the terminal back to the child if the shell gave it to us, then
+        // SIGCONT to its whole group, which the terminal stopped as a whole (whatever -g says).
+        if (::isatty(STDIN_FILENO) && ::tcgetpgrp(STDIN_FILENO) == ::getpgrp()) ::tcsetpgrp(STDIN_FILENO, main_pid);
+        if (::kill(-main_pid, SIGCONT) != 0 && errno != ESRCH)
+            spdlog::warn("cannot continue {}: {}", main_pid, std::strerror(errno));
+        spdlog::debug("continued: {} (pid {}) continued too", manager.name(), main_pid);
+    }
+
+    // Returns once the init is continued. The signal is unblocked just for this; the kernel drops
+    // it when nobody could continue us (an orphaned process group, e.g. our own session) or when
+    // it is ignored, and then the init simply carries on.
+    void stopSelf(int sig) {
+        sigset_t one;
+        sigemptyset(&one);
+        sigaddset(&one, sig);
+        ::pthread_sigmask(SIG_UNBLOCK, &one, nullptr);
+        ::raise(sig);
+        ::pthread_sigmask(SIG_BLOCK, &one, nullptr);
+        // The SIGCONT that woke us is pending (it is blocked): taken here, it is not forwarded a second time.
+        sigset_t cont;
+        sigemptyset(&cont);
+        sigaddset(&cont, SIGCONT);
+        timespec now{};
+        while (::sigtimedwait(&cont, nullptr, &now) == SIGCONT) {}
     }
 
     void forward(int sig) {

@@ -231,3 +231,35 @@ TEST_CASE("not PID 1: a fault signal sent by a process reaches the child and the
         }
     }
 }
+
+TEST_CASE("not PID 1: Ctrl-Z stops the init with its child, fg resumes both, Ctrl-C ends them", "[subreaper][tty]") {
+    // An interactive shell runs the init as a job; the init hands the terminal to its child.
+    Child shell({"bash", "--norc", "--noprofile", "-i"}, {.pty = true, .env = {"PS1=prompt$ ", "TERM=dumb"}});
+    REQUIRE(shell.expect("prompt$ "));
+    shell.send(initBinary() + " -- bash -c 'while read -r l; do echo got:$l; done'\n");
+    shell.send("one\n");
+    REQUIRE(shell.expect("got:one"));
+    auto inits = nixproc::childrenOf(shell.pid());
+    REQUIRE(inits.size() == 1);
+    auto children = nixproc::childrenOf(inits.front());
+    REQUIRE(children.size() == 1);
+    KillAtEnd init_process{inits.front()}, child_process{children.front()}; // a stuck test must not leave them stopped
+    shell.send("\x1a"); // Ctrl-Z: SIGTSTP to the terminal's foreground group, the init's child
+    REQUIRE(shell.expect("Stopped", 10s)); // the shell saw its job (the init) stop
+    REQUIRE(shell.expect("prompt$ "));
+    shell.send("fg\n");
+    shell.send("two\n");
+    REQUIRE(shell.expect("got:two", 10s));
+    shell.send("\x1a"); // and a second time
+    REQUIRE(shell.expect("Stopped", 10s));
+    REQUIRE(shell.expect("prompt$ "));
+    shell.send("fg\n");
+    shell.send("three\n");
+    REQUIRE(shell.expect("got:three", 10s));
+    shell.send("\x03"); // Ctrl-C: SIGINT ends the child, the init exits 128+2
+    REQUIRE(shell.expect("prompt$ ", 10s));
+    shell.send("echo status:$?\n");
+    REQUIRE(shell.expect("status:130"));
+    shell.send("exit 0\n");
+    CHECK(shell.wait() == 0);
+}
