@@ -69,6 +69,7 @@ struct Init::Loop {
         if (!becomeSubreaper()) return exit_code::kInternal;
         router.emplace(io, signals.blocked(), [this](const ReceivedSignal& s) { onSignal(s); });
         if (!startMainChild()) return exit_code;
+        leaveStartFolder();
         startDeployer();
         if (auto ready = manager.readiness()) awaitReady(*ready, Clock::now(), milliseconds(10));
         else runStartSteps();
@@ -101,6 +102,13 @@ struct Init::Loop {
         }
         spdlog::debug("not PID 1: registered as child subreaper");
         return true;
+    }
+
+    // The init would keep its start folder busy for as long as it runs (a volume that cannot be
+    // unmounted): the main child already has its own (that one, or -w's). Paths in the
+    // configuration are absolute, and supervisord.conf was read in check(), so nothing depends on it.
+    void leaveStartFolder() {
+        if (::chdir("/") != 0) spdlog::warn("cannot leave the start folder for /: {}", std::strerror(errno));
     }
 
     bool startMainChild() {

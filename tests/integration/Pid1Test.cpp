@@ -6,6 +6,7 @@
 
 #include <catch2/catch.hpp>
 #include <cerrno>
+#include <filesystem>
 #include <sstream>
 #include <yaml-cpp/yaml.h>
 #include <csignal>
@@ -30,6 +31,8 @@ struct KillAtEnd {
         if (pid > 0) ::kill(pid, SIGKILL);
     }
 };
+
+std::string cwdOf(pid_t pid) { return std::filesystem::read_symlink("/proc/" + std::to_string(pid) + "/cwd").string(); }
 
 } // namespace
 
@@ -262,4 +265,28 @@ TEST_CASE("not PID 1: Ctrl-Z stops the init with its child, fg resumes both, Ctr
     REQUIRE(shell.expect("status:130"));
     shell.send("exit 0\n");
     CHECK(shell.wait() == 0);
+}
+
+TEST_CASE("the init leaves its start folder once the child runs, the child keeps it or gets -w", "[subreaper]") {
+    std::string start = std::filesystem::current_path().string();
+    TempDir elsewhere;
+    for (bool with_w : {false, true}) {
+        DYNAMIC_SECTION((with_w ? "with -w" : "without -w")) {
+            std::vector<std::string> argv{initBinary()};
+            if (with_w) argv.insert(argv.end(), {"-w", elsewhere.path});
+            argv.insert(argv.end(), {"--", testkit(), "catch-all"});
+            Child c(argv);
+            REQUIRE(c.readLine() == "ready");
+            auto children = nixproc::childrenOf(c.pid());
+            REQUIRE(children.size() == 1);
+            // The init moves right after starting the child, which may say "ready" first: no
+            // event tells when, so look for a while.
+            auto deadline = std::chrono::steady_clock::now() + 10s;
+            while (cwdOf(c.pid()) != "/" && std::chrono::steady_clock::now() < deadline) ::usleep(10'000);
+            CHECK(cwdOf(c.pid()) == "/");
+            CHECK(cwdOf(children.front()) == (with_w ? elsewhere.path : start));
+            REQUIRE(::kill(c.pid(), SIGTERM) == 0);
+            CHECK(c.wait() == 128 + SIGTERM);
+        }
+    }
 }
