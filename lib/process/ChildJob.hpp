@@ -1,11 +1,14 @@
 #pragma once
 // A child the init runs for a purpose (an rc script, an s6-rc step, a deployment): its output is
 // logged line by line behind a prefix, it gets SIGTERM when its time is up and SIGKILL after
-// that, and the callback learns how it ended once it is reaped and its output is drained.
+// that, and the callback learns how it ended once it is reaped, the rest of its process group
+// is killed and gone, and its output is drained. Whatever it prints, the job holds a bounded
+// amount of it: lines are cut at max_line_bytes, and a check's held output keeps its last lines.
 #include "process/Reaper.hpp"
 #include "process/Spawner.hpp"
 
 #include <chrono>
+#include <cstddef>
 #include <functional>
 #include <memory>
 #include <string>
@@ -25,6 +28,9 @@ struct JobSpec {
     std::chrono::milliseconds timeout{std::chrono::hours(1)};
     std::chrono::milliseconds kill_after{std::chrono::seconds(5)}; // SIGTERM → SIGKILL
     bool output_only_on_failure = false; // a check's output matters only when it fails
+    std::size_t max_line_bytes = 64 * 1024; // longer lines are cut there, with a marker
+    std::size_t held_lines = 1000;          // output_only_on_failure keeps the last lines only...
+    std::size_t held_bytes = 1024 * 1024;   // ...and no more bytes than this (at least one line)
 };
 
 struct JobResult {
@@ -44,7 +50,7 @@ public:
                                            JobSpec spec, Done done);
     virtual ~ChildJob() = default;
 
-    // SIGTERM now, SIGKILL after kill_after (a shutdown that cannot wait for the job).
+    // SIGTERM to its group now, SIGKILL after kill_after (a shutdown that cannot wait for the job).
     virtual void stop() = 0;
     virtual pid_t pid() const = 0;
 };

@@ -3,33 +3,68 @@
 #include <cstdlib>
 #include <dirent.h>
 #include <fstream>
-#include <string>
+#include <optional>
+#include <sstream>
 
 namespace nixproc {
 namespace {
 
-// Field 4 of /proc/PID/stat; the command name (field 2) may hold spaces and parentheses.
-pid_t parentOf(const std::string& pid) {
-    std::ifstream stat("/proc/" + pid + "/stat");
+struct Stat {
+    std::string name;
+    char state = '?';
+    pid_t parent = -1;
+    pid_t group = -1;
+};
+
+// Fields 2 to 5 of /proc/PID/stat; the command name (field 2) may hold spaces and parentheses.
+std::optional<Stat> statOf(const char* pid) {
+    std::ifstream in(std::string("/proc/") + pid + "/stat");
     std::string line;
-    if (!std::getline(stat, line)) return -1;
+    if (!std::getline(in, line)) return std::nullopt;
+    auto open = line.find('(');
     auto close = line.rfind(')');
-    if (close == std::string::npos || close + 4 >= line.size()) return -1;
-    return static_cast<pid_t>(std::strtol(line.c_str() + close + 4, nullptr, 10));
+    if (open == std::string::npos || close == std::string::npos || close < open) return std::nullopt;
+    Stat stat{.name = line.substr(open + 1, close - open - 1)};
+    std::istringstream rest(line.substr(close + 1));
+    if (!(rest >> stat.state >> stat.parent >> stat.group)) return std::nullopt;
+    return stat;
+}
+
+template <class Visit>
+void eachProcess(Visit&& visit) {
+    DIR* proc = ::opendir("/proc");
+    if (!proc) return;
+    while (dirent* e = ::readdir(proc)) {
+        if (e->d_name[0] < '1' || e->d_name[0] > '9') continue;
+        if (auto stat = statOf(e->d_name)) visit(static_cast<pid_t>(std::atoi(e->d_name)), *stat);
+    }
+    ::closedir(proc);
 }
 
 } // namespace
 
 std::vector<pid_t> childrenOf(pid_t parent) {
     std::vector<pid_t> children;
-    DIR* proc = ::opendir("/proc");
-    if (!proc) return children;
-    while (dirent* e = ::readdir(proc)) {
-        if (e->d_name[0] < '1' || e->d_name[0] > '9') continue;
-        if (parentOf(e->d_name) == parent) children.push_back(static_cast<pid_t>(std::atoi(e->d_name)));
-    }
-    ::closedir(proc);
+    eachProcess([&](pid_t pid, const Stat& stat) {
+        if (stat.parent == parent) children.push_back(pid);
+    });
     return children;
+}
+
+std::vector<GroupMember> membersOfGroup(pid_t pgid) {
+    std::vector<GroupMember> members;
+    eachProcess([&](pid_t pid, const Stat& stat) {
+        if (stat.group == pgid) members.push_back({pid, stat.parent, stat.state, stat.name});
+    });
+    return members;
+}
+
+std::string describe(const GroupMember& member) {
+    std::string state = member.state == 'Z'   ? "zombie"
+                        : member.state == 'D' ? "uninterruptible"
+                                              : std::string(1, member.state);
+    return "pid " + std::to_string(member.pid) + " (" + member.name + ", " + state + ", parent " +
+           std::to_string(member.parent) + ")";
 }
 
 } // namespace nixproc
