@@ -9,7 +9,9 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <sstream>
+#include <unistd.h>
 
 using namespace harness;
 namespace fs = std::filesystem;
@@ -54,6 +56,29 @@ struct Demo {
         CHECK_THAT(init->stderrText(), !Catch::Contains("SIGKILL"));
     }
     std::string model() const { return t / "etc/nixproc/processes.nix"; }
+
+    // Deployment n ends: true when done, false at once when it failed, was refused, timed out or
+    // was interrupted (the harness then prints the init's log).
+    bool deployed(int n) { return init->expectLog("deploy #" + std::to_string(n) + ": done", 120s, deployFailures(n)); }
+    bool deployFailed(int n) {
+        std::string deploy = "deploy #" + std::to_string(n) + ": ";
+        return init->expectLog(deploy + "failed", 60s, {deploy + "done", deploy + "refused", deploy + "timed out", deploy + "interrupted"});
+    }
+
+    // supervisorctl update does not wait for RUNNING: ask until the app answers, for 20 s at most.
+    // If it never does, print why: the init's log and supervisord's.
+    bool answersSoon(const std::string& host, int port) {
+        auto deadline = std::chrono::steady_clock::now() + 20s;
+        while (!answers(host, port)) {
+            if (std::chrono::steady_clock::now() >= deadline) {
+                std::cerr << "e2e: " << host << " did not answer on port " << port << " within 20 s\ne2e: the init's log:\n"
+                          << init->stderrText() << "e2e: supervisord's log:\n" << readFile(t / "log/supervisord.log") << std::flush;
+                return false;
+            }
+            ::usleep(20'000); // between two requests: there is no event to wait for
+        }
+        return true;
+    }
 };
 
 } // namespace
@@ -61,7 +86,7 @@ struct Demo {
 TEST_CASE("webapp demo: boot, add webapp2 by editing processes.nix, a broken edit, restarts", "[e2e]") {
     Demo demo;
     demo.start();
-    REQUIRE(demo.init->expectLog("deploy #1: done", 120s));
+    REQUIRE(demo.deployed(1));
     CHECK_THAT(demo.init->stderrText(), Catch::Contains("deploy #1: +nginx +webapp"));
     CHECK(answers("webapp.local", 5000));
     auto webapp_pid = pidOf(demo.t, "webapp");
@@ -70,11 +95,8 @@ TEST_CASE("webapp demo: boot, add webapp2 by editing processes.nix, a broken edi
     // The edit of README's walk-through: cp the version with webapp2 over the model.
     auto saved = std::chrono::steady_clock::now();
     fs::copy_file(kKit + "/processes-with-webapp2.nix", demo.model(), fs::copy_options::overwrite_existing);
-    REQUIRE(demo.init->expectLog("deploy #2: done", 120s));
-    // supervisorctl update does not wait for RUNNING: look until webapp2 answers (bounded).
-    bool up = false;
-    for (int i = 0; i < 1000 && !(up = answers("webapp2.local", 5001)); ++i) ::usleep(20'000);
-    REQUIRE(up);
+    REQUIRE(demo.deployed(2));
+    REQUIRE(demo.answersSoon("webapp2.local", 5001));
     double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - saved).count();
     std::printf("e2e: from the save that adds webapp2 to webapp2 answering: %.2f s\n", seconds);
     CHECK_THAT(demo.init->stderrText(), Catch::Contains("deploy #2: +webapp2 ~nginx =webapp"));
@@ -83,7 +105,7 @@ TEST_CASE("webapp demo: boot, add webapp2 by editing processes.nix, a broken edi
 
     // A broken edit: reported, and nothing running changes.
     std::ofstream(demo.model(), std::ios::trunc) << "{ webapp = ; }\n";
-    REQUIRE(demo.init->expectLog("deploy #3: failed", 60s));
+    REQUIRE(demo.deployFailed(3));
     CHECK_THAT(demo.init->stderrText(), Catch::Contains("deploy #3 check | error: syntax error"));
     CHECK(answers("webapp.local", 5000));
     CHECK(answers("webapp2.local", 5001));
@@ -91,7 +113,7 @@ TEST_CASE("webapp demo: boot, add webapp2 by editing processes.nix, a broken edi
     // The fix deploys (the same instances: nothing to restart).
     std::string fixed = readFile(kKit + "/processes-with-webapp2.nix") + "# fixed\n";
     std::ofstream(demo.model(), std::ios::trunc) << fixed;
-    REQUIRE(demo.init->expectLog("deploy #4: done", 120s));
+    REQUIRE(demo.deployed(4));
     CHECK_THAT(demo.init->stderrText(), Catch::Contains("deploy #4: =nginx =webapp =webapp2"));
     CHECK(pidOf(demo.t, "webapp") == webapp_pid);
 
@@ -99,17 +121,15 @@ TEST_CASE("webapp demo: boot, add webapp2 by editing processes.nix, a broken edi
 
     // Restart with the same state: nothing to deploy, the services come back.
     demo.start();
-    REQUIRE(demo.init->expectLog("unchanged since deployment #4: nothing to deploy at boot", 60s));
-    bool back = false;
-    for (int i = 0; i < 1000 && !(back = answers("webapp2.local", 5001)); ++i) ::usleep(20'000);
-    CHECK(back);
+    REQUIRE(demo.init->expectLog("unchanged since deployment #4: nothing to deploy at boot", 60s, {"deploy #5: "}));
+    CHECK(demo.answersSoon("webapp2.local", 5001));
     CHECK(answers("webapp.local", 5000));
     demo.stop();
 
     // Edited while stopped: deployed at start.
     fs::copy_file(kKit + "/processes.nix", demo.model(), fs::copy_options::overwrite_existing);
     demo.start();
-    REQUIRE(demo.init->expectLog("deploy #5: done", 120s));
+    REQUIRE(demo.deployed(5));
     CHECK_THAT(demo.init->stderrText(), Catch::Contains("deploy #5: at boot"));
     CHECK_THAT(demo.init->stderrText(), Catch::Contains("deploy #5: -webapp2 ~nginx =webapp"));
     CHECK(answers("webapp.local", 5000));

@@ -3,8 +3,10 @@
 #include "process/Children.hpp"
 
 #include <cerrno>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <sys/stat.h>
 #include <csignal>
 #include <cstring>
@@ -26,13 +28,27 @@ int ms(std::chrono::steady_clock::time_point deadline) {
     return left.count() < 0 ? 0 : static_cast<int>(left.count());
 }
 
+std::string seconds(std::chrono::milliseconds d) {
+    char text[32];
+    std::snprintf(text, sizeof text, "%.1f s", static_cast<double>(d.count()) / 1000);
+    return text;
+}
+
+std::string quoted(const std::string& text) { return "\"" + text + "\""; }
+
+constexpr std::size_t kReportMax = 64 * 1024; // of each output, the end: a CI log stays readable
+
 } // namespace
 
 Child::Child(const std::vector<std::string>& argv, const Options& options) {
     std::vector<char*> args;
-    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    for (const auto& a : argv) {
+        args.push_back(const_cast<char*>(a.c_str()));
+        command_ += (command_.empty() ? "" : " ") + a;
+    }
     args.push_back(nullptr);
     started_ = std::chrono::steady_clock::now();
+    pty_ = options.pty;
     int out[2] = {-1, -1}, err[2] = {-1, -1};
     if (options.pty) {
         pid_ = ::forkpty(&out_fd_, nullptr, nullptr, nullptr);
@@ -106,8 +122,13 @@ std::optional<std::string> Child::readLine(std::chrono::milliseconds timeout) {
             if (!line.empty() && line.back() == '\r') line.pop_back();
             return line;
         }
-        if (out_fd_ < 0 || !pump(std::chrono::milliseconds(ms(deadline)))) {
-            if (out_fd_ < 0 || ms(deadline) == 0) return std::nullopt;
+        if (out_fd_ < 0) {
+            report("readLine", "its stdout closed before a whole line", line_pos_);
+            return std::nullopt;
+        }
+        if (!pump(std::chrono::milliseconds(ms(deadline))) && ms(deadline) == 0) {
+            report("readLine", "no line on its stdout after " + seconds(timeout), line_pos_);
+            return std::nullopt;
         }
     }
 }
@@ -120,16 +141,56 @@ bool Child::expect(const std::string& needle, std::chrono::milliseconds timeout)
             expect_pos_ = at + needle.size();
             return true;
         }
-        if (out_fd_ < 0 || (!pump(std::chrono::milliseconds(ms(deadline))) && ms(deadline) == 0)) return false;
+        if (out_fd_ < 0) {
+            report("expect", "its stdout closed without " + quoted(needle), expect_pos_);
+            return false;
+        }
+        if (!pump(std::chrono::milliseconds(ms(deadline))) && ms(deadline) == 0) {
+            report("expect", "no " + quoted(needle) + " on its stdout after " + seconds(timeout), expect_pos_);
+            return false;
+        }
     }
 }
 
 bool Child::expectLog(const std::string& needle, std::chrono::milliseconds timeout) {
+    return expectLog(needle, timeout, {});
+}
+
+bool Child::expectLog(const std::string& needle, std::chrono::milliseconds timeout, const std::vector<std::string>& failures) {
     auto deadline = std::chrono::steady_clock::now() + timeout;
     for (;;) {
         if (err_.find(needle) != std::string::npos) return true;
-        if ((out_fd_ < 0 && err_fd_ < 0) || (!pump(std::chrono::milliseconds(ms(deadline))) && ms(deadline) == 0)) return false;
+        for (const auto& failure : failures) {
+            if (err_.find(failure) == std::string::npos) continue;
+            report("expectLog", quoted(failure) + " in its stderr: " + quoted(needle) + " will not come", std::string::npos);
+            return false;
+        }
+        if (out_fd_ < 0 && err_fd_ < 0) {
+            report("expectLog", "its output closed without " + quoted(needle) + " in its stderr", std::string::npos);
+            return false;
+        }
+        if (!pump(std::chrono::milliseconds(ms(deadline))) && ms(deadline) == 0) {
+            report("expectLog", "no " + quoted(needle) + " in its stderr after " + seconds(timeout), std::string::npos);
+            return false;
+        }
     }
+}
+
+void Child::report(const std::string& wait, const std::string& why, std::size_t stdout_from) {
+    // What is already in the pipes belongs to the story (bounded: a chatty child never ends it).
+    for (int i = 0; i < 16 && (out_fd_ >= 0 || err_fd_ >= 0) && pump(0ms); ++i) {}
+    std::string text = "harness: " + wait + " on pid " + std::to_string(pid_) + " (" + command_ + "): " + why + "\n";
+    auto show = [&text](const std::string& what, const std::string& body) {
+        bool cut = body.size() > kReportMax;
+        text += "harness: its " + what + " (" + std::to_string(body.size()) + " bytes" + (cut ? ", the last 64 KiB" : "") + "):\n";
+        text += cut ? body.substr(body.size() - kReportMax) : body;
+        if (!body.empty() && body.back() != '\n') text += "\n";
+        text += "harness: end of its " + what + "\n";
+    };
+    if (!pty_) show("stderr so far", err_);
+    if (stdout_from < out_.size()) show("stdout not yet read", out_.substr(stdout_from));
+    else if (pty_ && stdout_from == std::string::npos) show("terminal output so far", out_); // its stderr too
+    std::cerr << text << std::flush;
 }
 
 void Child::send(const std::string& bytes) {
@@ -143,7 +204,10 @@ int Child::wait(std::chrono::milliseconds timeout) {
         pollfd fds[3] = {{pidfd_, POLLIN, 0}, {out_fd_, POLLIN, 0}, {err_fd_, POLLIN, 0}};
         int n = ::poll(fds, 3, ms(deadline));
         if (n < 0 && errno != EINTR) fail("poll");
-        if (n == 0) throw std::runtime_error("timed out waiting for pid " + std::to_string(pid_));
+        if (n == 0) {
+            report("wait", "still running after " + seconds(timeout), line_pos_);
+            throw std::runtime_error("timed out waiting for pid " + std::to_string(pid_) + " (" + command_ + ") to exit");
+        }
         if (fds[1].revents || fds[2].revents) pump(0ms);
         if (!(fds[0].revents & POLLIN)) continue;
         int st = 0;
@@ -175,6 +239,11 @@ pid_t namespaceInit(pid_t unshare_pid) {
     auto children = nixproc::childrenOf(unshare_pid);
     if (children.size() != 1) throw std::runtime_error("unshare has " + std::to_string(children.size()) + " children");
     return children.front();
+}
+
+std::vector<std::string> deployFailures(int n) {
+    std::string deploy = "deploy #" + std::to_string(n) + ": ";
+    return {deploy + "failed", deploy + "refused", deploy + "timed out", deploy + "interrupted"};
 }
 
 int count(const std::string& haystack, const std::string& needle) {

@@ -1,7 +1,9 @@
 #pragma once
 // Runs a program for an integration test: its stdout read line by line (or a pseudo-terminal),
 // its stderr collected, its exit awaited through a pidfd. Every wait has a generous deadline so
-// a broken init fails the test instead of hanging it.
+// a broken init fails the test instead of hanging it, and a wait that ends without what it waited
+// for prints, to std::cerr, what it waited for and the program's stderr so far (the init's log):
+// a CI log then shows why.
 #include <chrono>
 #include <optional>
 #include <string>
@@ -33,6 +35,9 @@ public:
     bool expect(const std::string& needle, std::chrono::milliseconds timeout = 30s);
     // Reads until `needle` appears in stderr (the init's log); false on timeout.
     bool expectLog(const std::string& needle, std::chrono::milliseconds timeout = 30s);
+    // The same, and false as soon as one of `failures` is in stderr without `needle`: a line that
+    // says `needle` will not come. For a deployment: expectLog(..., 60s, deployFailures(n)).
+    bool expectLog(const std::string& needle, std::chrono::milliseconds timeout, const std::vector<std::string>& failures);
     void send(const std::string& bytes); // to the pty
 
     // Exit code (128+N when killed by N); throws std::runtime_error on timeout.
@@ -44,6 +49,10 @@ public:
 
 private:
     bool pump(std::chrono::milliseconds timeout); // reads what is there; false on timeout
+    // To std::cerr: which wait ended without its event, why, and the output that explains it.
+    void report(const std::string& wait, const std::string& why, std::size_t stdout_from);
+    std::string command_; // for the report
+    bool pty_ = false;
     pid_t pid_ = -1;
     int pidfd_ = -1, out_fd_ = -1, err_fd_ = -1;
     std::string out_, err_;
@@ -63,6 +72,10 @@ std::vector<std::string> inPidNamespace(std::vector<std::string> command);
 pid_t namespaceInit(pid_t unshare_pid);
 
 int count(const std::string& haystack, const std::string& needle);
+
+// The log lines that end deployment n otherwise than "deploy #n: done" (failed, refused, timed
+// out, interrupted): what expectLog("deploy #n: done", ...) stops at.
+std::vector<std::string> deployFailures(int n);
 
 // A fresh folder under /tmp, removed with everything in it at the end of the test.
 struct TempDir {
