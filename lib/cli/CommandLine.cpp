@@ -15,9 +15,12 @@ struct ValueOption {
 };
 constexpr ValueOption kValueOptions[] = {{'c', "config"}, {'t', "grace"}, {'w', "workdir"}};
 
-void setValue(CommandLine& cl, char name, const std::string& value) {
+void setValue(CommandLine& cl, char name, const std::string& value, const std::string& spelled) {
     switch (name) {
-    case 'c': cl.config_file = value; break;
+    case 'c':
+        if (value.empty()) throw UsageError("option " + spelled + " needs a file name, not an empty word");
+        cl.config_file = value;
+        break;
     case 't': cl.grace = parseSeconds(value, "-t/--grace"); break;
     case 'w': cl.workdir = value; break;
     }
@@ -77,7 +80,7 @@ CommandLine parseCommandLine(const std::vector<std::string>& args) {
             bool inline_value = eq != std::string::npos;
             if (inline_value) value = name.substr(eq + 1), name.resize(eq);
             if (auto c = valueOptionByLong(name)) {
-                setValue(cl, *c, inline_value ? value : needValue("--" + name));
+                setValue(cl, *c, inline_value ? value : needValue("--" + name), "--" + name);
                 continue;
             }
             if (inline_value) throw UsageError("option --" + name + " takes no value");
@@ -95,13 +98,14 @@ CommandLine parseCommandLine(const std::vector<std::string>& args) {
             char c = a[k];
             if (takesValue(c)) {
                 std::string spelled = std::string("-") + c;
-                setValue(cl, c, k + 1 < a.size() ? a.substr(k + 1) : needValue(spelled));
+                setValue(cl, c, k + 1 < a.size() ? a.substr(k + 1) : needValue(spelled), spelled);
                 break;
             }
             setFlag(cl, c, std::string("-") + c);
         }
     }
     cl.command.assign(args.begin() + static_cast<std::ptrdiff_t>(i), args.end());
+    if (!cl.command.empty() && cl.command.front().empty()) throw UsageError("the command's name is an empty word");
     return cl;
 }
 

@@ -1,13 +1,18 @@
 #include "config/Config.hpp"
 
+#include "io/RegularFile.hpp"
+#include "log/Log.hpp"
+
 #include <algorithm>
 #include <array>
 #include <cerrno>
 #include <cmath>
-#include <cstring>
-#include <filesystem>
+#include <cstdio>
 #include <functional>
+#include <optional>
+#include <string_view>
 #include <sys/stat.h>
+#include <yaml-cpp/depthguard.h>
 #include <yaml-cpp/yaml.h>
 
 namespace nixproc {
@@ -16,15 +21,33 @@ namespace {
 constexpr std::array kSections{"watch", "deploy", "bootstrap", "manager", "shutdown", "log"};
 constexpr const char* kEnvPrefix = "NIXPROC_INIT_";
 
+// What the user wrote, shortened for a message that must fit on a line: a key or a value can be
+// anything up to the size of the file. Cut at a character boundary.
+std::string shown(const std::string& text) {
+    constexpr std::size_t kMax = 80;
+    if (text.size() <= kMax) return text;
+    std::size_t cut = kMax;
+    while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xc0) == 0x80) --cut;
+    return text.substr(0, cut) + "...";
+}
+
 // Where a value came from, for the error message: "init.yaml:4:12: deploy.timeout_s".
 struct Origin {
     std::string place; // "FILE:LINE:COL" or "environment variable NAME"
-    std::string key;   // "deploy.timeout_s"
-    [[noreturn]] void fail(const std::string& what) const { throw ConfigError(place + ": " + key + ": " + what); }
+    std::string key;   // "deploy.timeout_s"; "" where no key is known yet
+    [[noreturn]] void fail(const std::string& what) const {
+        throw ConfigError(place + ": " + (key.empty() ? "" : shown(key) + ": ") + what);
+    }
 };
 
+// "a list", "a mapping", "empty": what a node is, when it is not what was expected.
+std::string kindOf(const YAML::Node& node) {
+    return node.IsSequence() ? "a list" : node.IsMap() ? "a mapping" : node.IsScalar() ? "a single value" : "empty";
+}
+
 std::string scalar(const YAML::Node& node, const Origin& at) {
-    if (!node.IsScalar()) at.fail("expected a single value, not a " + std::string(node.IsSequence() ? "list" : node.IsMap() ? "mapping" : "null"));
+    if (node.IsNull()) at.fail("expected a single value, got nothing");
+    if (!node.IsScalar()) at.fail("expected a single value, not " + kindOf(node));
     return node.Scalar();
 }
 
@@ -35,13 +58,13 @@ std::string text(const YAML::Node& node, const Origin& at) {
 
 std::string path(const YAML::Node& node, const Origin& at) {
     std::string p = scalar(node, at);
-    if (p.empty() || p.front() != '/') at.fail("expected an absolute path, got '" + p + "'");
+    if (p.empty() || p.front() != '/') at.fail("expected an absolute path, got '" + shown(p) + "'");
     return p;
 }
 
 bool boolean(const YAML::Node& node, const Origin& at) {
     bool b = false;
-    if (!YAML::convert<bool>::decode(node, b)) at.fail("expected true or false, got '" + scalar(node, at) + "'");
+    if (!YAML::convert<bool>::decode(node, b)) at.fail("expected true or false, got '" + shown(scalar(node, at)) + "'");
     return b;
 }
 
@@ -53,18 +76,18 @@ double number(const YAML::Node& node, const Origin& at, double min, double max, 
         v = std::stod(s, &used);
         if (used != s.size()) throw std::invalid_argument(s);
     } catch (const std::exception&) {
-        at.fail("expected a number of " + std::string(unit) + ", got '" + s + "'");
+        at.fail("expected a number of " + std::string(unit) + ", got '" + shown(s) + "'");
     }
     if (!std::isfinite(v) || v < min || v > max) {
         auto fmt = [](double d) { return d == std::floor(d) ? std::to_string(static_cast<long long>(d)) : std::to_string(d); };
-        at.fail("must be from " + fmt(min) + " to " + fmt(max) + " " + unit + ", got " + s);
+        at.fail("must be from " + fmt(min) + " to " + fmt(max) + " " + unit + ", got " + shown(s));
     }
     return v;
 }
 
 long long whole(const YAML::Node& node, const Origin& at, long long min, long long max, const char* unit) {
     double v = number(node, at, static_cast<double>(min), static_cast<double>(max), unit);
-    if (v != std::floor(v)) at.fail("expected a whole number of " + std::string(unit) + ", got " + scalar(node, at));
+    if (v != std::floor(v)) at.fail("expected a whole number of " + std::string(unit) + ", got " + shown(scalar(node, at)));
     return static_cast<long long>(v);
 }
 
@@ -87,7 +110,7 @@ E choice(const YAML::Node& node, const Origin& at, const std::array<std::pair<co
         if (v == name) return value;
         all += (all.empty() ? "" : " | ") + std::string(name);
     }
-    at.fail("must be one of " + all + ", got '" + v + "'");
+    at.fail("must be one of " + all + ", got '" + shown(v) + "'");
 }
 
 constexpr std::array kManagers{std::pair{"supervisord", ManagerKind::Supervisord}, std::pair{"s6-rc", ManagerKind::S6Rc},
@@ -121,7 +144,7 @@ const std::vector<std::pair<std::string, Setter>>& keys() {
         {"watch.extra", [](Config& c, N n, O o) {
              c.watch.extra = argv(n, o, true);
              for (const auto& f : c.watch.extra)
-                 if (f.empty() || f.find('/') != std::string::npos) o.fail("'" + f + "' must be a file name in the model's folder");
+                 if (f.empty() || f.find('/') != std::string::npos) o.fail("'" + shown(f) + "' must be a file name in the model's folder");
          }},
         {"watch.debounce_ms", [](Config& c, N n, O o) { c.watch.debounce = std::chrono::milliseconds(whole(n, o, 0, 60000, "milliseconds")); }},
         {"deploy.command", [](Config& c, N n, O o) { c.deploy.command = argv(n, o, false); }},
@@ -155,24 +178,102 @@ const Setter* setterFor(const std::string& key) {
 }
 
 std::string where(const std::string& file, const YAML::Mark& mark) {
+    if (mark.is_null()) return file;
     return file + ":" + std::to_string(mark.line + 1) + ":" + std::to_string(mark.column + 1);
 }
 
-void applyFile(Config& config, const std::string& file) {
-    YAML::Node root;
-    try {
-        root = YAML::LoadFile(file);
-    } catch (const YAML::BadFile&) {
-        throw ConfigError(file + ": cannot be read: " + std::strerror(errno));
-    } catch (const YAML::ParserException& e) {
-        throw ConfigError(where(file, e.mark) + ": not valid YAML: " + e.msg);
+// The first place where `text` is not YAML text as the init accepts it: UTF-8 (YAML also allows
+// UTF-16 and UTF-32, which nobody writes an init.yaml in, and yaml-cpp quietly turns bytes that are
+// not UTF-8 into U+FFFD) without the control characters YAML forbids (all C0 but tab, LF and CR;
+// DEL; C1 but NEL). The line and column count bytes, as yaml-cpp's marks do.
+struct TextFault {
+    int line = 0, column = 0; // from 0, as in YAML::Mark
+    bool control = false;     // a control character; else a byte that is not UTF-8
+    std::string code;         // "0xff", "U+009B"
+    std::string what(const std::string& where_in_text = "") const {
+        return control ? "a control character (" + code + where_in_text + ") is not allowed in YAML"
+                       : "not UTF-8 text (byte " + code + where_in_text + ")";
     }
+};
+
+std::optional<TextFault> textFault(std::string_view text) {
+    int line = 0;
+    std::size_t line_start = 0;
+    for (std::size_t i = 0; i < text.size();) {
+        Utf8Char c = decodeUtf8(text, i);
+        char code[16];
+        auto fault = [&](bool control) { return TextFault{line, static_cast<int>(i - line_start), control, code}; };
+        if (c.length == 0) {
+            std::snprintf(code, sizeof code, "0x%02x", static_cast<unsigned char>(text[i]));
+            return fault(false);
+        }
+        bool allowed = c.code == '\t' || c.code == '\n' || c.code == '\r' || c.code == 0x85 ||
+                       (c.code >= 0x20 && c.code != 0x7f && !(c.code >= 0x80 && c.code <= 0x9f));
+        if (!allowed) {
+            std::snprintf(code, sizeof code, c.code < 0x80 ? "0x%02x" : "U+%04X", static_cast<unsigned>(c.code));
+            return fault(true);
+        }
+        i += c.length;
+        if (c.code == '\n') ++line, line_start = i;
+    }
+    return std::nullopt;
+}
+
+// yaml-cpp's parse of `text`; any fault is a ConfigError at its line and column in `file`, or, for
+// the value of an environment variable, at `at`.
+YAML::Node parseYaml(std::string_view text, const std::string& file, const Origin* at) {
+    auto fail = [&](const YAML::Mark& mark, const std::string& what) -> void {
+        if (at) at->fail("not a valid value: " + what);
+        throw ConfigError(where(file, mark) + ": " + what);
+    };
+    if (auto fault = textFault(text)) {
+        if (at) at->fail(fault->what(" at column " + std::to_string(fault->column + 1)));
+        YAML::Mark mark;
+        mark.line = fault->line;
+        mark.column = fault->column;
+        throw ConfigError(where(file, mark) + ": " + fault->what());
+    }
+    try {
+        return YAML::Load(std::string(text));
+    } catch (const YAML::DeepRecursion& e) {
+        fail(e.mark, at ? "nested too deeply" : "not valid YAML: nested too deeply");
+    } catch (const YAML::Exception& e) {
+        fail(e.mark, at ? e.msg : "not valid YAML: " + e.msg);
+    }
+    return {};
+}
+
+// "FILE: is a FIFO, not a regular file", "FILE: cannot be read: Permission denied".
+[[noreturn]] void unreadable(const std::string& file, const FileContent& content) {
+    if (content.errno_value != EINVAL && content.errno_value != EFBIG)
+        throw ConfigError(file + ": cannot be read: " + content.error);
+    std::string why = file + ": " + content.error;
+    struct stat st {};
+    if (::stat(file.c_str(), &st) == 0 && S_ISDIR(st.st_mode))
+        why += " (a bind mount of a file that is missing on the host makes an empty folder in its place: mount "
+               "an existing file)";
+    throw ConfigError(why);
+}
+
+// A value's place: a null value (the key with nothing after it) is where its key is, not on the
+// next line where yaml-cpp marks it.
+std::string placeOf(const std::string& file, const YAML::Node& key, const YAML::Node& value) {
+    return where(file, value.IsNull() ? key.Mark() : value.Mark());
+}
+
+void applyText(Config& config, const std::string& file, std::string_view text) {
+    constexpr std::string_view kByteOrderMark = "\xEF\xBB\xBF"; // Notepad's; columns count after it
+    if (text.starts_with(kByteOrderMark)) text.remove_prefix(kByteOrderMark.size());
+    YAML::Node root = parseYaml(text, file, nullptr);
     if (root.IsNull()) return;
     if (!root.IsMap()) throw ConfigError(where(file, root.Mark()) + ": expected a mapping of keys");
     std::map<std::string, int> seen; // key → line: a second mention would silently win
     std::function<void(const YAML::Node&, const std::string&)> walk = [&](const YAML::Node& map, const std::string& prefix) {
         for (const auto& kv : map) {
-            std::string key = prefix + kv.first.as<std::string>();
+            if (!kv.first.IsScalar()) // [a]: 1, {a: 1}: 1, ~: 1 (yaml-cpp cannot even convert these)
+                Origin{where(file, kv.first.Mark()), prefix.empty() ? "" : prefix.substr(0, prefix.size() - 1)}.fail(
+                    "a key must be a name, not " + kindOf(kv.first));
+            std::string key = prefix + kv.first.Scalar();
             Origin at{where(file, kv.first.Mark()), key};
             if (auto [it, fresh] = seen.emplace(key, kv.first.Mark().line + 1); !fresh)
                 at.fail("given twice (first on line " + std::to_string(it->second) + ")");
@@ -185,10 +286,21 @@ void applyFile(Config& config, const std::string& file) {
             }
             const Setter* set = setterFor(key);
             if (!set) at.fail("unknown key");
-            (*set)(config, kv.second, Origin{where(file, kv.second.Mark()), key});
+            (*set)(config, kv.second, Origin{placeOf(file, kv.first, kv.second), key});
         }
     };
     walk(root, "");
+}
+
+// Read without blocking, whatever is there: a FIFO, a device or a folder (what Docker makes of a
+// bind mount whose source file is missing) is an error, at once.
+void applyFile(Config& config, const std::string& file, const FileContent& content) {
+    if (!content.text) unreadable(file, content);
+    try {
+        applyText(config, file, *content.text);
+    } catch (const YAML::Exception& e) { // a yaml-cpp path not foreseen above: still an error at its place
+        throw ConfigError(where(file, e.mark) + ": " + e.msg);
+    }
 }
 
 std::string envName(const std::string& key) {
@@ -200,14 +312,13 @@ std::string envName(const std::string& key) {
 void applyEnvironment(Config& config, const std::map<std::string, std::string>& env) {
     auto apply = [&](const std::string& var, const std::string& value, const std::string& key) {
         Origin at{"environment variable " + var, key};
-        YAML::Node node;
         try {
-            node = YAML::Load(value);
-        } catch (const YAML::ParserException& e) {
-            at.fail("not a valid value: " + e.msg);
+            YAML::Node node = parseYaml(value, var, &at);
+            if (node.IsNull()) node = YAML::Node(value);
+            (*setterFor(key))(config, node, at);
+        } catch (const YAML::Exception& e) { // a yaml-cpp path not foreseen: still an error naming the variable
+            at.fail(e.msg);
         }
-        if (node.IsNull()) node = YAML::Node(value);
-        (*setterFor(key))(config, node, at);
     };
     if (auto it = env.find("NIXPROC_PROCESSES"); it != env.end() && !it->second.empty())
         apply(it->first, it->second, "processes");
@@ -232,9 +343,25 @@ void applyCommandLine(Config& config, const CommandLine& cli) {
     }
 }
 
-bool exists(const std::string& file) {
-    struct stat st {};
-    return ::stat(file.c_str(), &st) == 0;
+// A string as --check-config prints it. yaml-cpp's emitter writes DEL, CR and bytes that are not
+// UTF-8 as they are, in plain scalars too, which YAML readers (this one included) do not take back
+// as they were: a string with any control character is written double-quoted with escapes, and a
+// byte that is not UTF-8 as \ufffd (a word of the command line can hold any bytes, YAML text cannot).
+struct Printable {
+    const std::string& text;
+};
+
+YAML::Emitter& operator<<(YAML::Emitter& out, Printable p) {
+    std::string clean;
+    bool plain = true;
+    for (std::size_t i = 0; i < p.text.size();) {
+        Utf8Char c = decodeUtf8(p.text, i);
+        if (c.length == 0 || isDisplayControl(c.code) || c.code == 0xfffd) plain = false; // U+FFFD: prints the same again
+        clean += c.length == 0 ? std::string_view("\xEF\xBF\xBD") : std::string_view(p.text).substr(i, c.length);
+        i += c.length == 0 ? 1 : c.length;
+    }
+    if (plain) return out << p.text;
+    return out << YAML::DoubleQuoted << YAML::EscapeNonAscii << clean;
 }
 
 } // namespace
@@ -248,10 +375,12 @@ std::vector<std::string> Config::deployCommand() const {
 
 Config loadConfig(const CommandLine& cli, const std::map<std::string, std::string>& environment) {
     Config config;
-    std::string file = cli.config_file.value_or(exists(kDefaultConfigFile) ? kDefaultConfigFile : "");
+    std::string file = cli.config_file.value_or(kDefaultConfigFile);
+    FileContent content = readRegularFile(file);
+    if (!cli.config_file && content.missing()) file.clear(); // no default file: defaults
     if (!file.empty()) {
         config.process_manager = ManagerKind::Supervisord; // a configured image runs a manager
-        applyFile(config, file);
+        applyFile(config, file, content);
         config.source = file;
     }
     applyEnvironment(config, environment);
@@ -266,14 +395,14 @@ std::string renderConfig(const Config& c) {
     YAML::Emitter out;
     auto list = [&](const std::vector<std::string>& v) {
         out << YAML::Flow << YAML::BeginSeq;
-        for (const auto& s : v) out << s;
+        for (const auto& s : v) out << Printable{s};
         out << YAML::EndSeq;
     };
     auto secs = [](std::chrono::milliseconds ms) { return static_cast<double>(ms.count()) / 1000.0; };
     out << YAML::BeginMap;
     out << YAML::Key << "process_manager" << YAML::Value << managerName(c.process_manager);
-    out << YAML::Key << "processes" << YAML::Value << c.processes;
-    out << YAML::Key << "profile" << YAML::Value << c.profile;
+    out << YAML::Key << "processes" << YAML::Value << Printable{c.processes};
+    out << YAML::Key << "profile" << YAML::Value << Printable{c.profile};
     out << YAML::Key << "watch" << YAML::Value << YAML::BeginMap;
     out << YAML::Key << "enabled" << YAML::Value << c.watch.enabled;
     out << YAML::Key << "extra" << YAML::Value;
@@ -290,19 +419,19 @@ std::string renderConfig(const Config& c) {
     out << YAML::Key << "retries" << YAML::Value << c.deploy.retries;
     out << YAML::Key << "retry_backoff_s" << YAML::Value << c.deploy.retry_backoff.count() << YAML::EndMap;
     out << YAML::Key << "bootstrap" << YAML::Value << YAML::BeginMap;
-    out << YAML::Key << "channel" << YAML::Value << c.bootstrap.channel << YAML::EndMap;
+    out << YAML::Key << "channel" << YAML::Value << Printable{c.bootstrap.channel} << YAML::EndMap;
     out << YAML::Key << "manager" << YAML::Value << YAML::BeginMap;
     out << YAML::Key << "command" << YAML::Value;
     list(c.manager.command);
-    out << YAML::Key << "config" << YAML::Value << c.manager.config;
-    out << YAML::Key << "scan_dir" << YAML::Value << c.manager.scan_dir;
-    out << YAML::Key << "live_dir" << YAML::Value << c.manager.live_dir;
+    out << YAML::Key << "config" << YAML::Value << Printable{c.manager.config};
+    out << YAML::Key << "scan_dir" << YAML::Value << Printable{c.manager.scan_dir};
+    out << YAML::Key << "live_dir" << YAML::Value << Printable{c.manager.live_dir};
     out << YAML::Key << "runlevel" << YAML::Value << c.manager.runlevel;
     out << YAML::Key << "step_timeout_s" << YAML::Value << c.manager.step_timeout.count();
-    out << YAML::Key << "workdir" << YAML::Value << c.manager.workdir << YAML::EndMap;
+    out << YAML::Key << "workdir" << YAML::Value << Printable{c.manager.workdir} << YAML::EndMap;
     out << YAML::Key << "shutdown" << YAML::Value << YAML::BeginMap;
     out << YAML::Key << "grace_s" << YAML::Value << secs(c.shutdown.grace) << YAML::EndMap;
-    out << YAML::Key << "state_dir" << YAML::Value << c.state_dir;
+    out << YAML::Key << "state_dir" << YAML::Value << Printable{c.state_dir};
     out << YAML::Key << "log" << YAML::Value << YAML::BeginMap;
     out << YAML::Key << "format" << YAML::Value << nameOf(c.log.format, kFormats);
     out << YAML::Key << "level" << YAML::Value << c.log.level << YAML::EndMap;

@@ -47,3 +47,12 @@ TEST_CASE("no arguments: no command", "[cli]") {
     CHECK(cl.command.empty());
     CHECK_FALSE(cl.grace);
 }
+
+TEST_CASE("an empty word as the command or as the configuration file is a usage error", "[cli]") {
+    // Found by tests/fuzz: the command line took an empty program name the file refuses.
+    CHECK_THROWS_WITH(parseCommandLine({"-s", "", "x"}), "the command's name is an empty word");
+    CHECK_THROWS_WITH(parseCommandLine({"--", ""}), "the command's name is an empty word");
+    CHECK_THROWS_WITH(parseCommandLine({"-c", "", "true"}), "option -c needs a file name, not an empty word");
+    CHECK_THROWS_WITH(parseCommandLine({"--config=", "true"}), "option --config needs a file name, not an empty word");
+    CHECK(parseCommandLine({"--", "true", ""}).command == std::vector<std::string>{"true", ""}); // an argument may be empty
+}

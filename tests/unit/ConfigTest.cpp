@@ -1,8 +1,11 @@
 #include "config/Config.hpp"
 
 #include <catch2/catch.hpp>
+#include <fcntl.h>
 #include <filesystem>
 #include <fstream>
+#include <future>
+#include <sys/stat.h>
 #include <unistd.h>
 
 using namespace nixproc;
@@ -98,4 +101,147 @@ TEST_CASE("environment errors name the variable and the key", "[config]") {
     CHECK(errorOf("", {{"NIXPROC_INIT_WATCH_ENABLED", "perhaps"}}) ==
           "environment variable NIXPROC_INIT_WATCH_ENABLED: watch.enabled: expected true or false, got 'perhaps'");
     CHECK(errorOf("", {{"NIXPROC_PROCESSES", "relative.nix"}}) == "environment variable NIXPROC_PROCESSES: processes: expected an absolute path, got 'relative.nix'");
+}
+
+namespace {
+
+// A scratch folder for files that are not plain YAML files (FIFOs, folders).
+struct Scratch {
+    std::string dir;
+    Scratch() {
+        char tmpl[] = "/tmp/nixproc-config-XXXXXX";
+        REQUIRE(::mkdtemp(tmpl));
+        dir = tmpl;
+    }
+    ~Scratch() { std::filesystem::remove_all(dir); }
+};
+
+// The message of the ConfigError that loading `yaml` raises, "no error" when it loads, or what
+// else escaped: anything but a ConfigError is a bug (it would abort the init with status 134).
+std::string outcomeOf(const std::string& yaml) {
+    YamlFile f(yaml);
+    try {
+        loadConfig(parseCommandLine({"-c", f.path}), {});
+        return "no error";
+    } catch (const ConfigError& e) {
+        std::string msg = e.what();
+        return msg.starts_with(f.path + ":") ? msg.substr(f.path.size() + 1) : "without the file: " + msg;
+    } catch (const std::exception& e) {
+        return std::string("not a ConfigError: ") + e.what();
+    }
+}
+
+} // namespace
+
+TEST_CASE("a key that is not a name is an error at its place, not an abort", "[config]") {
+    CHECK(outcomeOf("[a]: 1\n") == "1:1: a key must be a name, not a list");
+    CHECK(outcomeOf("{a: 1}: 1\n") == "1:1: a key must be a name, not a mapping");
+    CHECK(outcomeOf("~: 1\n") == "1:1: a key must be a name, not empty");
+    CHECK(outcomeOf("watch:\n  [enabled]: true\n") == "2:3: watch: a key must be a name, not a list");
+    CHECK(outcomeOf("? [a, b]\n: 1\n") == "1:3: a key must be a name, not a list");
+}
+
+TEST_CASE("a folder, a FIFO or a device as the configuration is refused at once, naming the file", "[config]") {
+    Scratch s;
+    std::string fifo = s.dir + "/init.yaml";
+    REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+    // Hold the FIFO's write end: a loader that opens it anyway then blocks in read() until we
+    // close it (below, after the deadline), instead of blocking this test forever.
+    int writer = ::open(fifo.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC);
+    REQUIRE(writer >= 0);
+    REQUIRE(::write(writer, "process_manager: none\n", 22) == 22);
+    auto loading = std::async(std::launch::async, [&] {
+        try {
+            loadConfig(parseCommandLine({"-c", fifo}), {});
+            return std::string("no error");
+        } catch (const ConfigError& e) {
+            return std::string(e.what());
+        }
+    });
+    bool answered = loading.wait_for(5s) == std::future_status::ready;
+    ::close(writer);
+    CHECK(answered);
+    CHECK(loading.get() == fifo + ": is a FIFO, not a regular file");
+
+    CHECK_THROWS_WITH(loadConfig(parseCommandLine({"-c", s.dir}), {}),
+                      Catch::StartsWith(s.dir + ": is a folder, not a regular file") &&
+                          Catch::Contains("a bind mount of a file that is missing on the host"));
+    CHECK_THROWS_WITH(loadConfig(parseCommandLine({"-c", "/dev/zero"}), {}),
+                      "/dev/zero: is a character device, not a regular file");
+    CHECK_THROWS_WITH(loadConfig(parseCommandLine({"-c", "/no/such.yaml"}), {}),
+                      "/no/such.yaml: cannot be read: No such file or directory");
+}
+
+TEST_CASE("a file that is not UTF-8 YAML text is refused at the first bad byte", "[config]") {
+    CHECK(outcomeOf("processes: /a\xff\n") == "1:14: not UTF-8 text (byte 0xff)");
+    CHECK(outcomeOf("log:\n  level: \xc3\n") == "2:10: not UTF-8 text (byte 0xc3)");
+    CHECK(outcomeOf("\xff\xfep\0r\0") == "1:1: not UTF-8 text (byte 0xff)"); // UTF-16
+    CHECK(outcomeOf(std::string("processes: /a\0b\n", 16)) == "1:14: a control character (0x00) is not allowed in YAML");
+    CHECK(outcomeOf("processes: /a\x1b[2J\n") == "1:14: a control character (0x1b) is not allowed in YAML");
+    CHECK(outcomeOf("processes: /a\x7f\n") == "1:14: a control character (0x7f) is not allowed in YAML");
+    CHECK(outcomeOf("processes: /\xc2\x9b\n") == "1:13: a control character (U+009B) is not allowed in YAML");
+    CHECK(outcomeOf("processes: /\xed\xa0\x80\n") == "1:13: not UTF-8 text (byte 0xed)"); // a UTF-16 surrogate
+    CHECK(outcomeOf("processes: /\xc0\xaf\n") == "1:13: not UTF-8 text (byte 0xc0)");     // overlong '/'
+    // Tabs, CR LF line ends and characters beyond ASCII are text.
+    CHECK(outcomeOf("processes: /caf\xc3\xa9/p.nix\r\nlog:\r\n  level:\tinfo\r\n") == "no error");
+}
+
+TEST_CASE("a UTF-8 byte order mark is allowed, and the columns after it are the editor's", "[config]") {
+    CHECK(load("\xEF\xBB\xBFprocess_manager: s6-rc\n").process_manager == ManagerKind::S6Rc);
+    CHECK(outcomeOf("\xEF\xBB\xBF" "frobnicate: 1\n") == "1:1: frobnicate: unknown key");
+    CHECK(outcomeOf("\xEF\xBB\xBF" "state_dir: x\n") == "1:12: state_dir: expected an absolute path, got 'x'");
+}
+
+TEST_CASE("anchors, aliases and tags load or fail with the place, never otherwise", "[config]") {
+    auto c = load("deploy:\n  check: &argv [my-check, --strict]\n  command: *argv\n");
+    CHECK(c.deploy.command == std::vector<std::string>{"my-check", "--strict"});
+    CHECK(load("processes: !!str /a/p.nix\n").processes == "/a/p.nix");
+    CHECK(outcomeOf("processes: *nowhere\n") == "1:12: not valid YAML: the referenced anchor is not defined");
+    CHECK(outcomeOf("deploy: &d\n  command: *d\n") == "1:9: deploy.command: expected a list such as [program, argument], one word per item");
+    CHECK(outcomeOf("watch: &w {extra: [a]}\ndeploy: *w\n") == "1:12: deploy.extra: unknown key");
+    // An alias is the anchored node itself: yaml-cpp keeps no place of its own for it.
+    CHECK(outcomeOf("&k process_manager: s6-rc\n*k : none\n") == "1:1: process_manager: given twice (first on line 1)");
+    CHECK(outcomeOf("<<: {process_manager: none}\n") == "1:1: <<: unknown key"); // no merge keys in yaml-cpp
+    CHECK(outcomeOf("log:\n  level: !custom debug\n").starts_with("no error"));
+}
+
+TEST_CASE("deep nesting and oversized values end in an error that fits on a line", "[config]") {
+    CHECK(outcomeOf(std::string(100000, '[')) == "1:1: not valid YAML: nested too deeply");
+    std::string deep;
+    for (int i = 0; i < 1500; ++i) deep += std::string(static_cast<std::size_t>(i), ' ') + "a:\n";
+    CHECK_THAT(outcomeOf(deep), Catch::Matches("[0-9]+:[0-9]+: (not valid YAML: .*|a: unknown key)"));
+    auto long_value = outcomeOf("state_dir: " + std::string(100000, 'x') + "\n");
+    CHECK_THAT(long_value, Catch::StartsWith("1:12: state_dir: expected an absolute path, got 'xxxx"));
+    CHECK(long_value.size() < 300);
+    auto long_key = outcomeOf(std::string(1000, 'k') + ": 1\n"); // YAML allows 1024 characters
+    CHECK_THAT(long_key, Catch::StartsWith("1:1: kkkk") && Catch::EndsWith(": unknown key"));
+    CHECK(long_key.size() < 300);
+}
+
+TEST_CASE("an empty value is reported where its key is", "[config]") {
+    CHECK(outcomeOf("processes:\nlog:\n  level: info\n") == "1:1: processes: expected a single value, got nothing");
+    CHECK(outcomeOf("deploy:\n  command:\n") == "2:3: deploy.command: expected a list such as [program, argument], one word per item");
+}
+
+TEST_CASE("bad environment values are errors naming the variable, whatever their bytes", "[config]") {
+    CHECK(errorOf("", {{"NIXPROC_INIT_PROCESSES", "/a\xff"}}) == "environment variable NIXPROC_INIT_PROCESSES: processes: not UTF-8 text (byte 0xff at column 3)");
+    CHECK(errorOf("", {{"NIXPROC_INIT_DEPLOY_COMMAND", "[a, [b]]"}}) ==
+          "environment variable NIXPROC_INIT_DEPLOY_COMMAND: deploy.command: every item of the list must be a single word");
+    CHECK(errorOf("", {{"NIXPROC_INIT_DEPLOY_COMMAND", std::string(100000, '[')}}) ==
+          "environment variable NIXPROC_INIT_DEPLOY_COMMAND: deploy.command: not a valid value: nested too deeply");
+    CHECK(errorOf("", {{"NIXPROC_INIT_LOG_LEVEL", "*x"}}) ==
+          "environment variable NIXPROC_INIT_LOG_LEVEL: log.level: not a valid value: the referenced anchor is not defined");
+}
+
+TEST_CASE("what --check-config prints of odd bytes in a value is read back, as valid YAML", "[config]") {
+    // Found by tests/fuzz: yaml-cpp's emitter writes DEL and bytes that are not UTF-8 raw.
+    auto c = load("deploy:\n  check: [\"x\\x7f\", \"\\e[2J\"]\n", {}, {"--", "prog\xff", "caf\xc3\xa9"});
+    CHECK(c.deploy.check == std::vector<std::string>{"x\x7f", "\x1b[2J"});
+    std::string printed = renderConfig(c);
+    CHECK_THAT(printed, Catch::Contains("check: [\"x\\x7f\", \"\\x1b[2J\"]"));
+    CHECK_THAT(printed, Catch::Contains("command: [\"prog\\ufffd\", café]"));
+    auto again = load(printed);
+    CHECK(again.deploy.check == c.deploy.check);
+    CHECK(again.manager.command == std::vector<std::string>{"prog\xef\xbf\xbd", "caf\xc3\xa9"});
+    CHECK(renderConfig(again) == printed);
 }
