@@ -1,5 +1,6 @@
 // nixproc-init: the entry point reads like the job. Block signals before anything else (they are
 // read from a signalfd), read the configuration, check the process manager can start, hand over.
+// Until the hand-over, a stop signal (TERM, INT, QUIT) ends the init at once: nothing runs yet.
 #include "cli/CommandLine.hpp"
 #include "config/Config.hpp"
 #include "init/Init.hpp"
@@ -8,8 +9,12 @@
 #include "process/ExitStatus.hpp"
 #include "process/Signals.hpp"
 
+#include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <exception>
+#include <iterator>
+#include <poll.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
@@ -22,14 +27,67 @@ using namespace nixproc;
 namespace {
 
 int usageError(const std::string& what) {
-    std::fprintf(stderr, "nixproc-init: %s\nTry 'nixproc-init --help'.\n", what.c_str());
+    std::fprintf(stderr, "nixproc-init: %s\nTry 'nixproc-init --help'.\n", visibleText(what).c_str());
     return exit_code::kUsage;
 }
+
+constexpr int kStopSignals[] = {SIGTERM, SIGINT, SIGQUIT};
+
+// Async-signal-safe: poll, write and _exit only. The line is written only when stderr takes it
+// at once: what the init was stuck on may be that very stderr (a log reader that stopped reading).
+extern "C" void exitOnStopSignal(int sig) {
+    const char* line = sig == SIGTERM  ? "nixproc-init: SIGTERM during start-up: exiting\n"
+                       : sig == SIGINT ? "nixproc-init: SIGINT during start-up: exiting\n"
+                                       : "nixproc-init: SIGQUIT during start-up: exiting\n";
+    pollfd err{.fd = STDERR_FILENO, .events = POLLOUT, .revents = 0};
+    if (::poll(&err, 1, 0) == 1 && (err.revents & POLLOUT)) {
+        [[maybe_unused]] auto written = ::write(STDERR_FILENO, line, std::strlen(line));
+    }
+    ::_exit(exit_code::kSignalBase + sig);
+}
+
+// Every signal is blocked from the first line on (for the signalfd), but reading the configuration
+// and checking the manager must not make the init deaf to `docker stop` or Ctrl-C: a step that
+// hangs (a file that blocks, a slow mount) would otherwise keep it up until SIGKILL, and as PID 1
+// a signal left at its default action is not delivered at all. So the stop signals are caught
+// (the handler exits: no child exists yet) until handOver(), which blocks them again and restores
+// their inherited dispositions before any child is started; from then on a stop signal waits,
+// pending, for the event loop's signalfd.
+class StartupStopSignals {
+public:
+    StartupStopSignals() {
+        struct sigaction exit_now {};
+        exit_now.sa_handler = exitOnStopSignal;
+        sigfillset(&exit_now.sa_mask);
+        sigemptyset(&set_);
+        for (std::size_t i = 0; i < std::size(kStopSignals); ++i) {
+            ::sigaction(kStopSignals[i], &exit_now, &inherited_[i]);
+            sigaddset(&set_, kStopSignals[i]);
+        }
+        ::pthread_sigmask(SIG_UNBLOCK, &set_, nullptr); // one already pending is handled here, at once
+    }
+    StartupStopSignals(const StartupStopSignals&) = delete;
+    StartupStopSignals& operator=(const StartupStopSignals&) = delete;
+    ~StartupStopSignals() { handOver(); }
+
+    void handOver() {
+        if (handed_over_) return;
+        handed_over_ = true;
+        ::pthread_sigmask(SIG_BLOCK, &set_, nullptr); // first: from here on a stop signal stays pending
+        for (std::size_t i = 0; i < std::size(kStopSignals); ++i) ::sigaction(kStopSignals[i], &inherited_[i], nullptr);
+    }
+
+private:
+    sigset_t set_{};
+    struct sigaction inherited_[std::size(kStopSignals)] {};
+    bool handed_over_ = false;
+};
 
 } // namespace
 
 int main(int argc, char** argv) {
     const InheritedSignals signals = InheritedSignals::blockAll();
+    StartupStopSignals startup;
     setupLogging("info", LogFormat::Text); // to stderr from the first line on
 
     CommandLine cli;
@@ -63,8 +121,12 @@ int main(int argc, char** argv) {
     } catch (const ManagerError& e) {
         spdlog::error("{}", e.what());
         return e.exit_code;
+    } catch (const std::exception& e) { // a bug, but not an abort (status 134) without a word
+        spdlog::critical("start-up: {}", e.what());
+        return exit_code::kInternal;
     }
     setupLogging(config.log.level, config.log.format);
+    startup.handOver();
 
     try {
         return Init(config, *manager, signals).run();
