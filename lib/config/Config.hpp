@@ -71,8 +71,10 @@ struct ConfigError : std::runtime_error {
 
 inline constexpr const char* kDefaultConfigFile = "/etc/nixproc/init.yaml";
 
-// The file is the command line's -c, or kDefaultConfigFile when that exists. Throws ConfigError,
-// whose message names file:line:column and the key, or the variable or option.
+// The file is the command line's -c, or kDefaultConfigFile unless nothing is there. It is read
+// without blocking and must be a regular file of UTF-8 YAML text (a FIFO, a device or a folder is
+// an error at once). Throws ConfigError, and nothing else, whose message names file:line:column
+// and the key when known, or the file, or the variable (tests/fuzz/ConfigFuzz.cpp holds it to it).
 Config loadConfig(const CommandLine& cli, const std::map<std::string, std::string>& environment);
 
 // The effective configuration, as YAML that loadConfig accepts back.
