@@ -15,7 +15,7 @@
 # count at the end as at the start. It stops by itself: SOAK_TIMEOUT seconds at most in all.
 #
 # Run as root after a build:  tests/bench/soak.sh [NIXPROC_INIT]   (default: build/daemon/nixproc-init)
-#   EDITS=1000 RSS_BOUND_KB=1024 SOAK_TIMEOUT=1800 DEBOUNCE_MS=20
+#   EDITS=1000 RSS_BOUND_KB=1024 SOAK_TIMEOUT=1800 DEBOUNCE_MS=20 BURST_TIMEOUT=60
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 init_bin=$(realpath "${1:-$repo/build/daemon/nixproc-init}")
@@ -23,7 +23,7 @@ EDITS=${EDITS:-1000}
 RSS_BOUND_KB=${RSS_BOUND_KB:-1024}
 SOAK_TIMEOUT=${SOAK_TIMEOUT:-1800}
 DEBOUNCE_MS=${DEBOUNCE_MS:-20}
-BURST_TIMEOUT=60
+BURST_TIMEOUT=${BURST_TIMEOUT:-60}
 [ -x "$init_bin" ] || { echo "soak: $init_bin is not an executable (build first, or give its path)" >&2; exit 2; }
 [ "$(id -u)" = 0 ] || { echo "soak: needs root (unshare --pid)" >&2; exit 2; }
 
@@ -162,8 +162,8 @@ echo "lost edits: $lost; deployments: $(done_count) done, $(failed_count) failed
 
 # A clean stop is part of the soak: SIGTERM, exit 0 (SIGKILL if it is not gone in 30 s).
 kill -TERM "$pid1"
-( sleep 30; kill -KILL "$pid1" 2>/dev/null ) &
-watchdog=$!
+( trap 'kill "$s"; exit' TERM; sleep 30 & s=$!; wait "$s"; kill -KILL "$pid1" ) >/dev/null 2>&1 &
+watchdog=$! # stopped below with its sleep, which would otherwise hold our stdout for 30 s
 status=0
 wait "$unshare_pid" || status=$?
 kill "$watchdog" 2>/dev/null || true
