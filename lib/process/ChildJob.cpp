@@ -136,7 +136,7 @@ public:
         reaper_ = &reaper;
         Spawned child;
         try {
-            // Its own group, so that it ends with everything it started (spec: own_process_group).
+            // Its own group (the Spawner's default, spelt out: ending the job ends the group).
             child = spawner.spawn({.argv = spec_.argv, .environment = spec_.environment, .workdir = spec_.workdir,
                                    .own_process_group = true, .capture_output = true});
         } catch (const SpawnError& e) {

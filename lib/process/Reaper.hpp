@@ -19,7 +19,7 @@ public:
     // What happens to the group a watched child leads when the child exits.
     enum class AtExit {
         LeaveGroup, // the group's other members carry on
-        KillGroup,  // SIGKILL to the group, sent before the leader is reaped (see drain)
+        KillGroup,  // SIGKILL to the group, sent before the leader is reaped (see nextExited)
     };
 
     // Registers the owner of `pid`. Call it in the same handler that spawned the child: the
