@@ -174,8 +174,8 @@ struct DeployQueue::Impl {
         // check and the switch read it. Later saves cannot slip into this deployment.
         auto read = model.read();
         if (!read.snapshot) {
-            if (read.error.missing) spdlog::warn("{}: nothing to deploy", read.error.message);
-            else spdlog::error("cannot read the model: {}; nothing deployed", read.error.message);
+            if (read.error.missing) spdlog::warn("{}: {}: nothing to deploy", triggerText(r.trigger), read.error.message);
+            else spdlog::error("{}: cannot read the model: {}; nothing deployed", triggerText(r.trigger), read.error.message);
             return;
         }
         const ModelSnapshot& snapshot = *read.snapshot;
@@ -211,14 +211,14 @@ struct DeployQueue::Impl {
     // nix-channel --add and --update once; a failure is logged and tried again next time.
     void bootstrapChannel(std::function<void()> then) {
         if (config.bootstrap.channel.empty() || state.channel_configured) return then();
-        run({"nix-channel", "--add", config.bootstrap.channel}, "bootstrap |", config.deploy.timeout, {}, false,
+        run({.argv = {"nix-channel", "--add", config.bootstrap.channel}, .log_prefix = "bootstrap |"},
             [this, then](const JobResult& added) {
                 if (!added.ok()) {
                     spdlog::error("bootstrap: nix-channel --add {}: {}; will try again before the next deployment",
                                   config.bootstrap.channel, added.description);
                     return then();
                 }
-                run({"nix-channel", "--update"}, "bootstrap |", config.deploy.timeout, {}, false, [this, then](const JobResult& updated) {
+                run({.argv = {"nix-channel", "--update"}, .log_prefix = "bootstrap |"}, [this, then](const JobResult& updated) {
                     if (updated.ok()) {
                         state.channel_configured = true;
                         spdlog::info("bootstrap: channel {} added and updated", config.bootstrap.channel);
@@ -235,7 +235,8 @@ struct DeployQueue::Impl {
         if (config.deploy.check.empty()) return switchModel();
         auto argv = config.deploy.check;
         argv.push_back(model_copy);
-        run(argv, prefix() + " check |", config.deploy.timeout, {}, true, [this, program = argv.front()](const JobResult& r) {
+        run({.argv = argv, .log_prefix = prefix() + " check |", .output_only_on_failure = true},
+            [this, program = argv.front()](const JobResult& r) {
             if (r.ok()) return switchModel();
             if (killedFromOutside(r)) return finish("interrupted", r.exit_code, "deploy.check (" + program + ") was " + r.description);
             finish("failed", r.exit_code,
@@ -246,7 +247,9 @@ struct DeployQueue::Impl {
     void switchModel() {
         auto layout = manager.layout();
         if (layout) before = readProfile(config.profile, *layout);
-        run(config.deployCommand(), prefix() + " |", config.deploy.timeout, switchEnvironment(), false, [this, layout](const JobResult& r) {
+        run({.argv = config.deployCommand(), .environment = switchEnvironment(), .log_prefix = prefix() + " |",
+             .keep_group_on_success = manager.switchStartsServices()},
+            [this, layout](const JobResult& r) {
             if (layout) {
                 current->plan = diffProfiles(before, readProfile(config.profile, *layout)).describe();
                 spdlog::info("{}: {}", prefix(), current->plan);
@@ -269,17 +272,15 @@ struct DeployQueue::Impl {
         return out;
     }
 
-    void run(std::vector<std::string> argv, std::string log_prefix, std::chrono::seconds timeout,
-             std::vector<std::string> env, bool output_only_on_failure, std::function<void(const JobResult&)> done) {
-        job = ChildJob::start(io, spawner, reaper,
-                              {.argv = std::move(argv), .environment = std::move(env), .log_prefix = std::move(log_prefix),
-                               .timeout = timeout, .kill_after = config.shutdown.grace,
-                               .output_only_on_failure = output_only_on_failure},
-                              [this, done = std::move(done)](const JobResult& r) {
-                                  job.reset();
-                                  if (stopped && current) return finish("interrupted", r.exit_code, "stopped by the shutdown");
-                                  done(r);
-                              });
+    // Every job of a deployment: bounded by deploy.timeout_s, then SIGKILL after the grace.
+    void run(JobSpec spec, std::function<void(const JobResult&)> done) {
+        spec.timeout = config.deploy.timeout;
+        spec.kill_after = config.shutdown.grace;
+        job = ChildJob::start(io, spawner, reaper, std::move(spec), [this, done = std::move(done)](const JobResult& r) {
+            job.reset();
+            if (stopped && current) return finish("interrupted", r.exit_code, "stopped by the shutdown");
+            done(r);
+        });
     }
 
     std::string prefix() const { return "deploy #" + std::to_string(current->number); }

@@ -160,7 +160,9 @@ struct Init::Loop {
         if (seq != sequence) return;
         if (next >= steps.size()) return then();
         Step s = steps[next];
-        step = ChildJob::start(io, spawner, reaper, {.argv = s.argv, .log_prefix = s.label + " |", .timeout = timeout},
+        // A step's purpose is services (an rc script's start): a successful one keeps its group.
+        step = ChildJob::start(io, spawner, reaper,
+                               {.argv = s.argv, .log_prefix = s.label + " |", .timeout = timeout, .keep_group_on_success = true},
                                [this, steps = std::move(steps), next, timeout, seq, then, label = s.label](const JobResult& r) {
                                    if (!r.ok()) spdlog::error("{}: {}", label, r.description);
                                    else spdlog::debug("{}: {}", label, r.description);

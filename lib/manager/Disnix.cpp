@@ -31,6 +31,8 @@ public:
 
     std::optional<ProfileLayout> layout() const override { return ProfileLayout{"etc/disnix/services", "", ""}; }
 
+    bool switchStartsServices() const override { return true; }
+
     void check() const override {
         requireProgram(name(), "disnix-activate");
         ProcessManager::check();

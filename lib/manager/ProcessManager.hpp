@@ -59,6 +59,10 @@ public:
     virtual std::optional<ProfileLayout> layout() const { return std::nullopt; }
     // Extra environment for nixproc-<pm>-switch.
     virtual std::vector<std::string> deployEnvironment() const { return {}; }
+    // Whether its switch starts the services itself (rc scripts, disnix-activate) rather than
+    // asking a running manager to: then what a successful switch leaves in its process group is
+    // services, not leftovers to kill. Its start and stop steps are treated the same way.
+    virtual bool switchStartsServices() const { return false; }
 
     // Throws ManagerError when something it needs is missing; nothing has started then.
     virtual void check() const;

@@ -28,6 +28,8 @@ public:
 
     std::optional<ProfileLayout> layout() const override { return ProfileLayout{rcFolder(), "S", ""}; }
 
+    bool switchStartsServices() const override { return true; }
+
 private:
     std::string rcFolder() const { return "etc/rc.d/rc" + std::to_string(config_.manager.runlevel) + ".d"; }
 

@@ -149,7 +149,7 @@ public:
         // The Reaper sends SIGKILL to the group before it reaps the leader: its workers must
         // not outlive the step and land after the next one.
         reaper.watch(pid_, [self = shared_from_this()](pid_t, int status) { self->onLeaderExit(status); },
-                     Reaper::AtExit::KillGroup);
+                     spec_.keep_group_on_success ? Reaper::AtExit::KillGroupUnlessSucceeded : Reaper::AtExit::KillGroup);
         readOutput();
         armTimer(spec_.timeout, [this] {
             result_.timed_out = true;
@@ -161,6 +161,7 @@ public:
     void stop() override {
         if (phase_ != Phase::Running || pid_ < 0 || stopping_) return;
         stopping_ = true;
+        reaper_->killGroupAtExit(pid_); // stopped, it leaves no services behind, even exiting 0
         ::kill(-pid_, SIGTERM);
         armTimer(spec_.kill_after, [this] {
             spdlog::warn("{} ignored SIGTERM for {} s: SIGKILL", spec_.log_prefix, seconds(spec_.kill_after));
@@ -182,6 +183,8 @@ private:
         result_.exit_code = exitCodeOf(status);
         result_.description = describeStatus(status);
         phase_ = Phase::Ending;
+        // Its group lives on as the services it started: nothing to wait for.
+        if (spec_.keep_group_on_success && result_.exit_code == 0 && !stopping_) return endOutput();
         // The group may still hold members that were just sent SIGKILL, and zombies. Once their
         // parents are gone they are re-parented to us (PID 1 or subreaper) and reaped as orphans:
         // each drain tells whether the group is empty. Members that left the group with setsid

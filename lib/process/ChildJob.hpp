@@ -31,6 +31,12 @@ struct JobSpec {
     std::size_t max_line_bytes = 64 * 1024; // longer lines are cut there, with a marker
     std::size_t held_lines = 1000;          // output_only_on_failure keeps the last lines only...
     std::size_t held_bytes = 1024 * 1024;   // ...and no more bytes than this (at least one line)
+    // A job whose purpose is to start services (an rc script's start, disnix-activate, the switch of
+    // a manager that starts them itself): when it succeeds, what it leaves in its group are those
+    // services (LFS start_daemon and Dysnomia's `nohup … &` do not always leave the group before
+    // the job exits), not leftovers. It still loses its whole group when it fails, times out or
+    // is stopped.
+    bool keep_group_on_success = false;
 };
 
 struct JobResult {

@@ -13,9 +13,14 @@ namespace nixproc {
 
 void Reaper::watch(pid_t pid, ExitHandler on_exit, AtExit at_exit) {
     auto [it, added] = owners_.try_emplace(pid);
-    if (!added && it->second.at_exit == AtExit::KillGroup) --group_killers_;
+    if (!added && it->second.at_exit != AtExit::LeaveGroup) --group_killers_;
     it->second = {std::move(on_exit), at_exit};
-    if (at_exit == AtExit::KillGroup) ++group_killers_;
+    if (at_exit != AtExit::LeaveGroup) ++group_killers_;
+}
+
+void Reaper::killGroupAtExit(pid_t pid) {
+    auto it = owners_.find(pid);
+    if (it != owners_.end() && it->second.at_exit == AtExit::KillGroupUnlessSucceeded) it->second.at_exit = AtExit::KillGroup;
 }
 
 void Reaper::watchGroup(pid_t pgid, GroupHandler on_empty) { groups_[pgid] = std::move(on_empty); }
@@ -38,7 +43,11 @@ pid_t Reaper::nextExited() {
     if (::waitid(P_ALL, 0, &info, WEXITED | WNOHANG | WNOWAIT) != 0) return -1;
     pid_t pid = info.si_pid;
     auto owner = owners_.find(pid);
-    if (owner != owners_.end() && owner->second.at_exit == AtExit::KillGroup) ::kill(-pid, SIGKILL);
+    if (owner != owners_.end()) {
+        bool succeeded = info.si_code == CLD_EXITED && info.si_status == 0;
+        AtExit at_exit = owner->second.at_exit;
+        if (at_exit == AtExit::KillGroup || (at_exit == AtExit::KillGroupUnlessSucceeded && !succeeded)) ::kill(-pid, SIGKILL);
+    }
     return pid;
 }
 
@@ -61,7 +70,7 @@ Reaper::Children Reaper::reapAll() {
             continue;
         }
         auto handler = std::move(owner->second.on_exit);
-        if (owner->second.at_exit == AtExit::KillGroup) --group_killers_;
+        if (owner->second.at_exit != AtExit::LeaveGroup) --group_killers_;
         owners_.erase(owner);
         handler(pid, status);
     }

@@ -20,12 +20,15 @@ public:
     enum class AtExit {
         LeaveGroup, // the group's other members carry on
         KillGroup,  // SIGKILL to the group, sent before the leader is reaped (see nextExited)
+        KillGroupUnlessSucceeded, // the same, unless the leader exited 0 (what it left are services)
     };
 
     // Registers the owner of `pid`. Call it in the same handler that spawned the child: the
     // Reaper only runs from the event loop, so the child cannot be reaped before this.
     void watch(pid_t pid, ExitHandler on_exit, AtExit at_exit = AtExit::LeaveGroup);
     bool watching(pid_t pid) const { return owners_.contains(pid); }
+    // A watched child that was asked to stop: its group dies with it even if it exits 0.
+    void killGroupAtExit(pid_t pid);
 
     // `on_empty` runs once no process is left in group `pgid`: at the end of the first drain
     // after which kill(-pgid, 0) finds no one (a zombie still counts until it is reaped). Call it

@@ -64,7 +64,8 @@ struct Container {
         init = std::make_unique<Child>(argv, Options{.env = env});
     }
 
-    bool done(int n) { return init->expectLog("deploy #" + std::to_string(n) + ": done", 60s); }
+    // Stops at once when deployment n fails, is refused, times out or is interrupted.
+    bool done(int n) { return init->expectLog("deploy #" + std::to_string(n) + ": done", 60s, deployFailures(n)); }
 
     pid_t pid1() const { return namespaceInit(init->pid()); }
 

@@ -118,13 +118,27 @@ TEST_CASE("a switch past deploy.timeout_s: its whole group is gone when the time
     CHECK(readFile(c.t / "landed") == "second\n");
 }
 
-TEST_CASE("a switch that exits 0 but leaves a worker in its group: the worker is gone before done", "[job][deploy]") {
+TEST_CASE("a check that exits 0 but leaves a worker in its group: the worker is gone before the switch starts", "[job][deploy]") {
     Container c;
-    c.start("  command: [sh, -c, \"(trap '' TERM; sleep 30) & echo switched\"]\n  check: []\n");
+    c.start("  command: [sh, -c, 'ps -o pid=,args= -e | grep -c \"[s]leep 30\" || true']\n"
+            "  check: [sh, -c, \"(trap '' TERM; sleep 30) & echo checked\", check]\n");
     REQUIRE(c.init->expectLog("deploy #1: done"));
-    CHECK_THAT(c.init->stderrText(), Catch::Contains("deploy #1 | switched"));
+    CHECK_THAT(c.init->stderrText(), Catch::Contains("deploy #1 | 0")); // the switch saw no worker left
     CHECK(othersInNamespace(c.pid1) == std::vector<std::string>{});
     c.stop();
+}
+
+TEST_CASE("the switch of a manager that starts services itself (sysvinit) keeps what it leaves when it succeeds", "[job][deploy]") {
+    // nix-processmgmt's rc scripts start daemons with LFS start_daemon, which may still be in the
+    // switch's group when it exits: those are the services just deployed, not leftovers.
+    Container c;
+    c.start("  command: [sh, -c, \"sleep 30 & echo switched\"]\n  check: []\n");
+    REQUIRE(c.init->expectLog("deploy #1: done"));
+    auto others = othersInNamespace(c.pid1);
+    REQUIRE(others.size() == 1);
+    CHECK_THAT(others.front(), Catch::EndsWith("sleep 30 "));
+    c.stop(); // and at the stop they get SIGTERM like every other process: exit 0, nothing killed
+    CHECK_FALSE(has(c.init->stderrText(), "SIGKILL"));
 }
 
 TEST_CASE("a check that prints 2 million lines and fails: the last lines are shown and the init's peak RSS stays flat",

@@ -53,7 +53,7 @@ TEST_CASE("supervisord runs its programs, and SIGTERM stops everything within th
     REQUIRE(c.expectLog("supervisord is ready"));
 
     REQUIRE(::kill(namespaceInit(c.pid()), SIGHUP) == 0); // means "deploy now", never reaches supervisord
-    REQUIRE(c.expectLog("does not exist: nothing to deploy"));
+    REQUIRE(c.expectLog("asked for by SIGHUP: " + t / "nixproc/processes.nix does not exist: nothing to deploy"));
 
     REQUIRE(::kill(namespaceInit(c.pid()), SIGTERM) == 0);
     CHECK(c.wait() == 0);

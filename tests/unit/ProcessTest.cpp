@@ -483,6 +483,29 @@ TEST_CASE("a job that exits 0 but leaves a worker in its group: the worker is ki
     CHECK(group_at_done == 0);
 }
 
+TEST_CASE("a job that starts services keeps what it leaves in its group when it succeeds, not when it fails", "[process][job]") {
+    for (int code : {0, 1}) {
+        DYNAMIC_SECTION("exit " << code) {
+            JobLoop loop;
+            auto spec = shell("sleep 30 & echo $!; exit " + std::to_string(code));
+            spec.keep_group_on_success = true; // an rc script's start: LFS start_daemon, nohup ... &
+            pid_t service = 0;
+            bool alive_at_done = false;
+            loop.start(spec, [&](const JobResult&) {
+                service = std::atoi(loop.log.last().back().c_str() + 4);
+                alive_at_done = !gone(service);
+            });
+            REQUIRE(loop.finish());
+            CHECK(service > 0);
+            CHECK(alive_at_done == (code == 0));
+            if (service > 0 && !gone(service)) {
+                ::kill(service, SIGKILL);
+                ::waitpid(service, nullptr, 0); // the test process is the subreaper
+            }
+        }
+    }
+}
+
 TEST_CASE("a timed-out job: its whole group is killed, also what ignores SIGTERM, before done", "[process][job]") {
     JobLoop loop;
     auto spec = shell("(trap '' TERM; sleep 30) & exec sleep 100");
