@@ -32,7 +32,7 @@ struct Request {
 constexpr std::chrono::seconds kMaxRetryBackoff{3600};
 
 // The job died of a signal that the init did not send (it was not stopped, nor timed out).
-bool killedFromOutside(const JobResult& r) { return r.started && !r.timed_out && r.description.starts_with("killed by"); }
+bool killedFromOutside(const JobResult& r) { return r.started && !r.timed_out && r.signal != 0; }
 
 // A folder of our own for the model's copy when the state folder cannot hold it.
 std::string privateTempFolder() {

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <array>
 #include <csignal>
+#include <sys/wait.h>
 #include <deque>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -182,6 +183,7 @@ private:
     void onLeaderExit(int status) {
         result_.exit_code = exitCodeOf(status);
         result_.description = describeStatus(status);
+        result_.signal = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
         phase_ = Phase::Ending;
         // Its group lives on as the services it started: nothing to wait for.
         if (spec_.keep_group_on_success && result_.exit_code == 0 && !stopping_) return endOutput();

@@ -44,6 +44,7 @@ struct JobResult {
     std::string description; // "exited with status 1", "killed by SIGKILL", "not found: ..."
     bool timed_out = false;
     bool started = true;
+    int signal = 0;          // the signal that killed it; 0 when it exited
     bool ok() const { return started && !timed_out && exit_code == 0; }
 };
 
