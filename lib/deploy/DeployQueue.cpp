@@ -62,6 +62,8 @@ struct DeployQueue::Impl {
     std::shared_ptr<ChildJob> job;        // the step of the running deployment
     std::optional<DeploymentRecord> current;
     std::string model_copy;               // the running deployment's copy of processes.nix
+    bool switch_ran = false;              // the running deployment got as far as the switch
+    std::string profile_before;           // the profile's generation when the switch started
     Clock::time_point started;
     ProfileSnapshot before;
     boost::asio::steady_timer retry_timer{io};
@@ -184,6 +186,7 @@ struct DeployQueue::Impl {
             return;
         }
         ++retry_round; // a retry still scheduled is covered by this deployment
+        switch_ran = false;
         if (r.trigger != "retry") retries_done = 0;
         current = DeploymentRecord{.number = state.nextNumber(), .trigger = r.trigger, .fingerprint = snapshot.fingerprint,
                                    .started = StateStore::now(), .outcome = "running"};
@@ -247,6 +250,8 @@ struct DeployQueue::Impl {
     void switchModel() {
         auto layout = manager.layout();
         if (layout) before = readProfile(config.profile, *layout);
+        switch_ran = true;
+        profile_before = profileTarget();
         run({.argv = config.deployCommand(), .environment = switchEnvironment(), .log_prefix = prefix() + " |",
              .keep_group_on_success = manager.switchStartsServices()},
             [this, layout](const JobResult& r) {
@@ -285,6 +290,25 @@ struct DeployQueue::Impl {
 
     std::string prefix() const { return "deploy #" + std::to_string(current->number); }
 
+    // Where the profile link points (its generation), "" when there is none.
+    std::string profileTarget() const {
+        std::error_code ec;
+        auto target = std::filesystem::read_symlink(config.profile, ec);
+        return ec ? "" : target.string();
+    }
+
+    // What is true of the running services after a deployment that did not succeed. Before the
+    // switch nothing was touched; once it ran, the upstream switches change conf.d links, rc
+    // scripts or the live database before they set the profile, so some services may be updated.
+    std::string servicesAfterFailure() const {
+        if (!switch_ran) return "the running services are as they were";
+        std::string after = profileTarget();
+        std::string profile = after == profile_before ? "the profile was not switched" : "the profile was switched to " + after;
+        return profile + ", but services may be partly updated (the switch's output above says which); the next "
+                         "change or SIGHUP deploys again, `" + config.deployCommand().front() +
+               " --rollback` goes back to the previous generation";
+    }
+
     // The state file first, then the log line: whoever reads the log may rely on the record.
     void finish(const std::string& outcome, std::optional<int> exit_code, const std::string& why) {
         double secs = std::chrono::duration<double>(Clock::now() - started).count();
@@ -298,7 +322,7 @@ struct DeployQueue::Impl {
         }
         record();
         if (outcome == "succeeded") spdlog::info("{}: done in {:.1f} s", prefix(), secs);
-        else spdlog::error("{}: {} after {:.1f} s: {}; the running services are as they were", prefix(), outcome, secs, why);
+        else spdlog::error("{}: {} after {:.1f} s: {}; {}", prefix(), outcome, secs, why, servicesAfterFailure());
         current.reset();
         if (outcome == "timed out" || outcome == "interrupted") scheduleRetry();
         else if (outcome != "succeeded" && !stopped) spdlog::info("the next change of the model (or SIGHUP) deploys again");

@@ -4,7 +4,8 @@
 // on SIGHUP. Edits during a deployment coalesce into one follow-up of the latest content. Each
 // deployment: refuse an untrusted model, deploy.check, the switch (its output in the log behind
 // "deploy #N |", bounded by deploy.timeout_s), then the plan per process instance and the result,
-// all recorded in the state file. A failure is logged; the running services stay as they were.
+// all recorded in the state file. A failure is logged with what is true of the running services:
+// untouched when the switch did not run, possibly partly updated when it did.
 #include "config/Config.hpp"
 #include "manager/ProcessManager.hpp"
 #include "process/Reaper.hpp"

@@ -213,7 +213,8 @@ TEST_CASE("a model with a syntax error never reaches the switch, and the next go
     c.save("{ webapp = ; }\n");
     REQUIRE(c.init->expectLog("deploy #2: failed"));
     CHECK_THAT(c.init->stderrText(), Catch::Contains("deploy #2 check | error: syntax error, unexpected ';'"));
-    CHECK_THAT(c.init->stderrText(), Catch::Contains("the model does not pass deploy.check"));
+    CHECK_THAT(c.init->stderrText(), Catch::Contains("the model does not pass deploy.check (nix-instantiate exited with status 1): "
+                                                     "not switching; the running services are as they were"));
     REQUIRE(c.init->expectLog("the next change of the model (or SIGHUP) deploys again"));
     CHECK_THAT(c.init->stderrText(), !Catch::Contains("trying again"));
     CHECK(c.records().size() == 1);
@@ -294,7 +295,8 @@ TEST_CASE("a switch past deploy.timeout_s gets SIGTERM, then SIGKILL after the g
     auto log = c.init->stderrText();
     CHECK_THAT(log, Catch::Contains("deploy #1 | still running after 1 s: SIGTERM"));
     CHECK_THAT(log, Catch::Contains("deploy #1 | ignored SIGTERM for 1 s: SIGKILL"));
-    CHECK_THAT(log, Catch::Contains("killed by SIGKILL after deploy.timeout_s 1 s"));
+    CHECK_THAT(log, Catch::Contains("killed by SIGKILL after deploy.timeout_s 1 s; the profile was not switched, but services "
+                                    "may be partly updated"));
     CHECK_THAT(readFile(c.t / "state/state.yaml"), Catch::Contains("outcome: timed out"));
     // The failed deployment took nothing down: the init is still there and stops cleanly.
     REQUIRE(::kill(namespaceInit(c.init->pid()), SIGTERM) == 0);
@@ -570,4 +572,18 @@ TEST_CASE("a model under a folder that others can write is refused, and so is a 
             c.stop();
         }
     }
+}
+
+TEST_CASE("a switch that fails after setting the profile says so, and how to go back", "[deploy]") {
+    Container c;
+    auto wrapper = c.t.write("switch", "#!/bin/sh\nnixproc-sysvinit-switch \"$@\" && echo 'supervisorctl: ERROR' && exit 1\n", 0755);
+    c.switch_command = "[" + wrapper + ", --profile, " + c.t / "profile" + "]";
+    c.start();
+    REQUIRE(c.init->expectLog("deploy #1: failed"));
+    REQUIRE(c.init->expectLog("the next change of the model (or SIGHUP) deploys again"));
+    CHECK_THAT(c.init->stderrText(), Catch::Contains("; the profile was switched to profile-1-link, but services may be partly "
+                                                     "updated (the switch's output above says which); the next change or SIGHUP "
+                                                     "deploys again, `" + wrapper + " --rollback` goes back to the previous generation"));
+    CHECK_THAT(c.init->stderrText(), !Catch::Contains("the running services are as they were"));
+    c.stop();
 }
