@@ -1,5 +1,7 @@
 #include "config/Config.hpp"
 
+#include "Scratch.hpp"
+
 #include <catch2/catch.hpp>
 #include <fcntl.h>
 #include <filesystem>
@@ -104,17 +106,6 @@ TEST_CASE("environment errors name the variable and the key", "[config]") {
 }
 
 namespace {
-
-// A scratch folder for files that are not plain YAML files (FIFOs, folders).
-struct Scratch {
-    std::string dir;
-    Scratch() {
-        char tmpl[] = "/tmp/nixproc-config-XXXXXX";
-        REQUIRE(::mkdtemp(tmpl));
-        dir = tmpl;
-    }
-    ~Scratch() { std::filesystem::remove_all(dir); }
-};
 
 // The message of the ConfigError that loading `yaml` raises, "no error" when it loads, or what
 // else escaped: anything but a ConfigError is a bug (it would abort the init with status 134).

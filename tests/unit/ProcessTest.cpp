@@ -231,24 +231,10 @@ private:
     std::shared_ptr<Sink> sink_;
 };
 
-// Field 5 of /proc/PID/stat for every process: who is in group `pgid` (zombies included).
+// Who is in group `pgid` (zombies included), as the init itself sees it.
 std::vector<pid_t> groupOf(pid_t pgid) {
     std::vector<pid_t> members;
-    DIR* proc = ::opendir("/proc");
-    while (dirent* e = ::readdir(proc)) {
-        if (e->d_name[0] < '1' || e->d_name[0] > '9') continue;
-        std::ifstream stat(std::string("/proc/") + e->d_name + "/stat");
-        std::string line;
-        if (!std::getline(stat, line)) continue;
-        auto close = line.rfind(')');
-        if (close == std::string::npos) continue;
-        std::istringstream rest(line.substr(close + 2));
-        std::string state;
-        pid_t ppid = 0, group = 0;
-        rest >> state >> ppid >> group;
-        if (group == pgid) members.push_back(std::atoi(e->d_name));
-    }
-    ::closedir(proc);
+    for (const auto& m : membersOfGroup(pgid)) members.push_back(m.pid);
     return members;
 }
 

@@ -1,5 +1,7 @@
 #include "io/RegularFile.hpp"
 
+#include "Scratch.hpp"
+
 #include <catch2/catch.hpp>
 #include <cstdlib>
 #include <filesystem>
@@ -9,17 +11,6 @@
 
 using namespace nixproc;
 
-namespace {
-struct Scratch {
-    std::string dir;
-    Scratch() {
-        char tmpl[] = "/tmp/nixproc-unit-XXXXXX";
-        REQUIRE(::mkdtemp(tmpl));
-        dir = tmpl;
-    }
-    ~Scratch() { std::filesystem::remove_all(dir); }
-};
-} // namespace
 
 TEST_CASE("a regular file is read whole, through a symlink too", "[io]") {
     Scratch s;
