@@ -8,17 +8,19 @@
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <functional>
 #include <optional>
 #include <string_view>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <yaml-cpp/depthguard.h>
 #include <yaml-cpp/yaml.h>
 
 namespace nixproc {
 namespace {
 
-constexpr std::array kSections{"watch", "deploy", "bootstrap", "manager", "shutdown", "log"};
+constexpr std::array kSections{"watch", "deploy", "bootstrap", "nixproc", "manager", "shutdown", "log"};
 constexpr const char* kEnvPrefix = "NIXPROC_INIT_";
 
 // What the user wrote, shortened for a message that must fit on a line: a key or a value can be
@@ -155,10 +157,11 @@ const std::vector<std::pair<std::string, Setter>>& keys() {
         {"deploy.retries", [](Config& c, N n, O o) { c.deploy.retries = static_cast<unsigned>(whole(n, o, 0, 100, "tries")); }},
         {"deploy.retry_backoff_s", [](Config& c, N n, O o) { c.deploy.retry_backoff = std::chrono::seconds(whole(n, o, 1, 3600, "seconds")); }},
         {"bootstrap.channel", [](Config& c, N n, O o) { c.bootstrap.channel = text(n, o); }},
+        {"nixproc.state_dir", [](Config& c, N n, O o) { c.nixproc.state_dir = path(n, o); }},
+        {"nixproc.runtime_dir", [](Config& c, N n, O o) { c.nixproc.runtime_dir = path(n, o); }},
+        {"nixproc.force_disable_user_change", [](Config& c, N n, O o) { c.nixproc.force_disable_user_change = boolean(n, o); }},
         {"manager.command", [](Config& c, N n, O o) { c.manager.command = argv(n, o, true); }},
         {"manager.config", [](Config& c, N n, O o) { c.manager.config = path(n, o); }},
-        {"manager.scan_dir", [](Config& c, N n, O o) { c.manager.scan_dir = path(n, o); }},
-        {"manager.live_dir", [](Config& c, N n, O o) { c.manager.live_dir = path(n, o); }},
         {"manager.runlevel", [](Config& c, N n, O o) { c.manager.runlevel = static_cast<int>(whole(n, o, 0, 6, "(runlevel)")); }},
         {"manager.step_timeout_s", [](Config& c, N n, O o) { c.manager.step_timeout = std::chrono::seconds(whole(n, o, 1, 86400, "seconds")); }},
         {"manager.workdir", [](Config& c, N n, O o) { c.manager.workdir = text(n, o); }},
@@ -169,6 +172,15 @@ const std::vector<std::pair<std::string, Setter>>& keys() {
         {"log.level", [](Config& c, N n, O o) { c.log.level = nameOf(choice(n, o, kLevels), kLevels); }},
     };
     return table;
+}
+
+// Keys of earlier versions that no longer exist, with what replaced them.
+constexpr const char* kRemovedKeys[]{"manager.scan_dir", "manager.live_dir"};
+std::optional<std::string> removedKeyHint(const std::string& key) {
+    if (key == "manager.scan_dir" || key == "manager.live_dir")
+        return "no longer a key: s6-rc's scan and live folders are RUNTIME/service and RUNTIME/s6-rc, where "
+               "nixproc-s6-rc-switch puts them; set nixproc.runtime_dir";
+    return std::nullopt;
 }
 
 const Setter* setterFor(const std::string& key) {
@@ -285,7 +297,7 @@ void applyText(Config& config, const std::string& file, std::string_view text) {
                 continue;
             }
             const Setter* set = setterFor(key);
-            if (!set) at.fail("unknown key");
+            if (!set) at.fail(removedKeyHint(key).value_or("unknown key"));
             (*set)(config, kv.second, Origin{placeOf(file, kv.first, kv.second), key});
         }
     };
@@ -320,12 +332,24 @@ void applyEnvironment(Config& config, const std::map<std::string, std::string>& 
             at.fail(e.msg);
         }
     };
+    // The variables nix-processmgmt's own tools read (upstream images set them in Env) override the
+    // file as they would for the tools; NIXPROC_INIT_*, meant for this init, override them in turn.
     if (auto it = env.find("NIXPROC_PROCESSES"); it != env.end() && !it->second.empty())
         apply(it->first, it->second, "processes");
+    if (auto it = env.find("NIXPROC_STATE_DIR"); it != env.end() && !it->second.empty())
+        apply(it->first, it->second, "nixproc.state_dir");
+    if (auto it = env.find("NIXPROC_RUNTIME_DIR"); it != env.end() && !it->second.empty())
+        apply(it->first, it->second, "nixproc.runtime_dir");
+    if (auto it = env.find("NIXPROC_FORCE_DISABLE_USER_CHANGE"); it != env.end() && it->second == "1")
+        config.nixproc.force_disable_user_change = true;
     for (const auto& [var, value] : env) {
         if (!var.starts_with(kEnvPrefix)) continue;
         auto key = std::find_if(keys().begin(), keys().end(), [&](const auto& k) { return envName(k.first) == var; });
-        if (key == keys().end()) throw ConfigError("environment variable " + var + ": no such configuration key");
+        if (key == keys().end()) {
+            auto removed = std::find_if(std::begin(kRemovedKeys), std::end(kRemovedKeys), [&](const char* k) { return envName(k) == var; });
+            throw ConfigError("environment variable " + var + ": " +
+                              (removed != std::end(kRemovedKeys) ? *removedKeyHint(*removed) : "no such configuration key"));
+        }
         apply(var, value, key->first);
     }
 }
@@ -368,10 +392,45 @@ YAML::Emitter& operator<<(YAML::Emitter& out, Printable p) {
 
 std::string managerName(ManagerKind kind) { return nameOf(kind, kManagers); }
 
+std::string Config::runtimeDir() const {
+    if (!nixproc.runtime_dir.empty()) return nixproc.runtime_dir;
+    return nixproc.state_dir == "/var" ? "/var/run" : nixproc.state_dir + "/run"; // nixproc-init-state's default
+}
+
 std::vector<std::string> Config::deployCommand() const {
     if (!deploy.command.empty()) return deploy.command;
     return {"nixproc-" + managerName(process_manager) + "-switch"};
 }
+
+namespace {
+
+// Disnix's coordinator profile: disnix-deploy sets it and nixproc-disnix-deploy gives it no -p,
+// so it is always `default` of the user running the switch (libmanifest/manifest.c,
+// determine_previous_manifest_file: LOCALSTATEDIR/nix/profiles/per-user/USER/disnix-coordinator/).
+// Disnix asks getpwuid for the name; a static init cannot use NSS, and runs as root anyway:
+// another user is named by USER, as upstream images set it.
+std::string disnixCoordinatorProfile(const std::map<std::string, std::string>& env) {
+    std::string user = "root";
+    if (auto it = env.find("USER"); ::geteuid() != 0 && it != env.end() && !it->second.empty()) user = it->second;
+    return "/nix/var/nix/profiles/per-user/" + user + "/disnix-coordinator/default";
+}
+
+void resolveProfile(Config& config, const std::string& source, const std::map<std::string, std::string>& env) {
+    if (config.process_manager == ManagerKind::Disnix) {
+        std::string coordinator = disnixCoordinatorProfile(env);
+        if (!config.profile.empty() && config.profile != coordinator)
+            throw ConfigError(source + ": profile: disnix deploys to its coordinator profile " + coordinator +
+                              " and nixproc-disnix-switch cannot be told another; leave profile unset");
+        config.profile = coordinator;
+        return;
+    }
+    if (config.profile.empty()) config.profile = "/nix/var/nix/profiles/processes";
+    std::string name = std::filesystem::path(config.profile).filename().string();
+    if (name.empty() || name == "." || name == "..")
+        throw ConfigError(source + ": profile: " + config.profile + " must end in the profile's name (nixproc-<pm>-switch -p NAME)");
+}
+
+} // namespace
 
 Config loadConfig(const CommandLine& cli, const std::map<std::string, std::string>& environment) {
     Config config;
@@ -385,6 +444,7 @@ Config loadConfig(const CommandLine& cli, const std::map<std::string, std::strin
     }
     applyEnvironment(config, environment);
     applyCommandLine(config, cli);
+    resolveProfile(config, file.empty() ? "the configuration" : file, environment);
     if (config.process_manager == ManagerKind::None && config.manager.command.empty())
         throw ConfigError("no command to run: give one after the options, or set process_manager in " +
                           std::string(file.empty() ? kDefaultConfigFile : file));
@@ -420,12 +480,14 @@ std::string renderConfig(const Config& c) {
     out << YAML::Key << "retry_backoff_s" << YAML::Value << c.deploy.retry_backoff.count() << YAML::EndMap;
     out << YAML::Key << "bootstrap" << YAML::Value << YAML::BeginMap;
     out << YAML::Key << "channel" << YAML::Value << Printable{c.bootstrap.channel} << YAML::EndMap;
+    out << YAML::Key << "nixproc" << YAML::Value << YAML::BeginMap;
+    out << YAML::Key << "state_dir" << YAML::Value << Printable{c.nixproc.state_dir};
+    out << YAML::Key << "runtime_dir" << YAML::Value << Printable{c.runtimeDir()};
+    out << YAML::Key << "force_disable_user_change" << YAML::Value << c.nixproc.force_disable_user_change << YAML::EndMap;
     out << YAML::Key << "manager" << YAML::Value << YAML::BeginMap;
     out << YAML::Key << "command" << YAML::Value;
     list(c.manager.command);
     out << YAML::Key << "config" << YAML::Value << Printable{c.manager.config};
-    out << YAML::Key << "scan_dir" << YAML::Value << Printable{c.manager.scan_dir};
-    out << YAML::Key << "live_dir" << YAML::Value << Printable{c.manager.live_dir};
     out << YAML::Key << "runlevel" << YAML::Value << c.manager.runlevel;
     out << YAML::Key << "step_timeout_s" << YAML::Value << c.manager.step_timeout.count();
     out << YAML::Key << "workdir" << YAML::Value << Printable{c.manager.workdir} << YAML::EndMap;

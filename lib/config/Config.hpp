@@ -19,7 +19,10 @@ enum class LogFormat { Text, Json };
 struct Config {
     ManagerKind process_manager = ManagerKind::None;
     std::string processes = "/etc/nixproc/processes.nix";
-    std::string profile = "/nix/var/nix/profiles/processes";
+    // The deployed profile, a path. Default: /nix/var/nix/profiles/processes, or for disnix the
+    // coordinator profile /nix/var/nix/profiles/per-user/USER/disnix-coordinator/default (which is
+    // the manifest itself). The switch gets it the upstream way: `-p NAME` and NIX_USER_PROFILE_DIR.
+    std::string profile;
     struct {
         bool enabled = true;
         std::vector<std::string> extra{"ids.nix", "idresources.nix"};
@@ -37,13 +40,22 @@ struct Config {
         std::chrono::seconds retry_backoff{10};
     } deploy;
     struct {
-        std::string channel; // empty: no channel set-up
+        // Added and updated before the first deployment, as upstream's bootstrap does; "" skips it.
+        // Skipped too when root's channels profile already exists.
+        std::string channel = "https://nixos.org/channels/nixpkgs-unstable";
     } bootstrap;
+    // What nix-processmgmt's tools are told (their --state-dir, --runtime-dir and
+    // --force-disable-user-change), also read from NIXPROC_STATE_DIR, NIXPROC_RUNTIME_DIR and
+    // NIXPROC_FORCE_DISABLE_USER_CHANGE=1 as the tools read them. s6-rc's folders follow from them
+    // as nixproc-s6-rc-switch derives them: STATE/etc/s6/rc, RUNTIME/service, RUNTIME/s6-rc.
+    struct {
+        std::string state_dir = "/var";
+        std::string runtime_dir; // "": upstream's default, /var/run for /var, else STATE/run
+        bool force_disable_user_change = false;
+    } nixproc;
     struct {
         std::vector<std::string> command; // empty: the backend's own
         std::string config = "/etc/supervisor/supervisord.conf"; // supervisord
-        std::string scan_dir = "/run/service";                    // s6-rc: s6-svscan's folder
-        std::string live_dir = "/run/s6-rc";                      // s6-rc: its live state
         int runlevel = 3;                                         // sysvinit
         std::chrono::seconds step_timeout{60}; // each rc script, s6-rc or disnix step
         std::string workdir;                   // empty: the init's own
@@ -63,6 +75,8 @@ struct Config {
 
     // The switch command, with the default filled in.
     std::vector<std::string> deployCommand() const;
+    // nixproc.runtime_dir, with upstream's default filled in.
+    std::string runtimeDir() const;
 };
 
 struct ConfigError : std::runtime_error {

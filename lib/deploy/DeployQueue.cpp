@@ -65,7 +65,7 @@ struct DeployQueue::Impl {
     bool switch_ran = false;              // the running deployment got as far as the switch
     std::string profile_before;           // the profile's generation when the switch started
     Clock::time_point started;
-    ProfileSnapshot before;
+    std::optional<ProfileSnapshot> before;
     boost::asio::steady_timer retry_timer{io};
     unsigned retries_done = 0;   // tries again of the same deployment so far
     unsigned retry_round = 0;    // a retry completion from an older round does nothing
@@ -248,15 +248,14 @@ struct DeployQueue::Impl {
     }
 
     void switchModel() {
-        auto layout = manager.layout();
-        if (layout) before = readProfile(config.profile, *layout);
+        before = manager.inventory(config.profile);
         switch_ran = true;
         profile_before = profileTarget();
         run({.argv = config.deployCommand(), .environment = switchEnvironment(), .log_prefix = prefix() + " |",
              .keep_group_on_success = manager.switchStartsServices()},
-            [this, layout](const JobResult& r) {
-            if (layout) {
-                current->plan = diffProfiles(before, readProfile(config.profile, *layout)).describe();
+            [this](const JobResult& r) {
+            if (auto after = manager.inventory(config.profile); before && after) {
+                current->plan = diffProfiles(*before, *after).describe();
                 spdlog::info("{}: {}", prefix(), current->plan);
             }
             if (r.ok()) return finish("succeeded", 0, "");

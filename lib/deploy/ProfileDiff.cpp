@@ -1,9 +1,9 @@
 #include "deploy/ProfileDiff.hpp"
 
+#include "io/RegularFile.hpp"
+
 #include <cctype>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
 namespace nixproc {
 namespace fs = std::filesystem;
@@ -18,21 +18,21 @@ std::string instanceName(std::string name, const ProfileLayout& layout) {
     return name;
 }
 
+} // namespace
+
 // A link (what a Nix profile holds) resolves to a store path, which changes with its content; a
 // plain file is identified by its content.
-std::string identity(const fs::path& entry) {
+std::string entryIdentity(const std::string& entry) {
     std::error_code ec;
     if (fs::is_symlink(entry, ec)) {
         auto target = fs::canonical(entry, ec);
-        return ec ? "dangling:" + entry.string() : target.string();
+        return ec ? "dangling:" + entry : target.string();
     }
-    std::ifstream in(entry, std::ios::binary);
-    std::ostringstream content;
-    content << in.rdbuf();
-    return "content:" + content.str();
+    // Read like every file the loop reads: a FIFO or a device placed in a profile must not block.
+    FileContent content = readRegularFile(entry);
+    if (content.text) return "content:" + *content.text;
+    return "unreadable:" + entry + ": " + content.error;
 }
-
-} // namespace
 
 ProfileSnapshot readProfile(const std::string& profile, const ProfileLayout& layout) {
     ProfileSnapshot snapshot;
@@ -40,7 +40,7 @@ ProfileSnapshot readProfile(const std::string& profile, const ProfileLayout& lay
     for (const auto& e : fs::directory_iterator(fs::path(profile) / layout.folder, ec)) {
         std::string name = e.path().filename().string();
         if (!name.starts_with(layout.prefix) || (!layout.suffix.empty() && !name.ends_with(layout.suffix))) continue;
-        snapshot[instanceName(name, layout)] = identity(e.path());
+        snapshot[instanceName(name, layout)] = entryIdentity(e.path().string());
     }
     return snapshot;
 }

@@ -9,10 +9,12 @@
 
 namespace nixproc {
 
-// Process instance → identity (where its entry resolves to: a store path changes with content).
-using ProfileSnapshot = std::map<std::string, std::string>;
-
+// The entries of `profile`/layout.folder, named per the layout (ProcessManager::inventory's default).
 ProfileSnapshot readProfile(const std::string& profile, const ProfileLayout& layout);
+
+// What an entry of a profile is: where a link resolves to (a store path, which changes with its
+// content), or "content:..." for a plain file, "dangling:PATH" for a broken link.
+std::string entryIdentity(const std::string& entry);
 
 struct ProfileDiff {
     std::vector<std::string> added, removed, changed, unchanged;

@@ -1,5 +1,6 @@
 #include "manager/ProcessManager.hpp"
 
+#include "deploy/ProfileDiff.hpp"
 #include "manager/Backends.hpp"
 #include "process/CommandPath.hpp"
 #include "process/ExitStatus.hpp"
@@ -35,6 +36,12 @@ bool ReadinessProbe::ready() const {
 }
 
 bool ProcessManager::forwards(int) const { return true; }
+
+std::optional<ProfileSnapshot> ProcessManager::inventory(const std::string& profile) const {
+    auto l = layout();
+    if (!l) return std::nullopt;
+    return readProfile(profile, *l);
+}
 
 void requireProgram(const std::string& manager, const std::string& program) {
     auto resolved = resolveCommand(program, std::getenv("PATH"));

@@ -5,6 +5,7 @@
 #include "config/Config.hpp"
 
 #include <chrono>
+#include <map>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -28,7 +29,11 @@ struct ReadinessProbe {
     bool ready() const; // non-blocking, answers at once
 };
 
-// Where a deployed profile keeps its process instances, for the deployment plan.
+// Process instance → identity (what its entry resolves to: a store path changes with content).
+// Two inventories of a profile, before and after a switch, make the deployment plan.
+using ProfileSnapshot = std::map<std::string, std::string>;
+
+// Where a deployed profile keeps its process instances, one entry each, for the deployment plan.
 struct ProfileLayout {
     std::string folder;   // relative to the profile, e.g. "etc/supervisor/conf.d"
     std::string prefix;   // only entries starting with it ("S" for rc scripts); "" for all
@@ -57,6 +62,14 @@ public:
     // Signals that must not reach the manager (supervisord restarts everything on SIGHUP).
     virtual bool forwards(int sig) const;
     virtual std::optional<ProfileLayout> layout() const { return std::nullopt; }
+    // The process instances the deployed profile (or manifest) at `profile` holds, one name per
+    // process as the user wrote it in the model. By default read in layout(); a manager whose
+    // profile is not one entry per process (s6-rc's -srv/-log pairs, Disnix's manifest) reads its own.
+    // nullopt: the manager has no notion of process instances (none), and no plan is shown.
+    virtual std::optional<ProfileSnapshot> inventory(const std::string& profile) const;
+    // Options nixproc-<pm>-switch takes for this manager beyond the common ones (sysvinit's
+    // --runlevel), in the switch's own syntax.
+    virtual std::vector<std::string> switchOptions() const { return {}; }
     // Extra environment for nixproc-<pm>-switch.
     virtual std::vector<std::string> deployEnvironment() const { return {}; }
     // Whether its switch starts the services itself (rc scripts, disnix-activate) rather than

@@ -22,43 +22,45 @@ public:
 
     std::vector<std::string> command() const override {
         if (!config_.manager.command.empty()) return config_.manager.command;
-        return {"s6-svscan", config_.manager.scan_dir};
+        return {"s6-svscan", scanDir()};
     }
 
     std::optional<ReadinessProbe> readiness() const override {
-        return ReadinessProbe{ReadinessProbe::Kind::FifoReader, config_.manager.scan_dir + "/.s6-svscan/control"};
+        return ReadinessProbe{ReadinessProbe::Kind::FifoReader, scanDir() + "/.s6-svscan/control"};
     }
 
     // Nothing to initialise before the first deployment has built a database.
     std::vector<Step> startSteps() const override {
         std::error_code ec;
         if (!fs::is_directory(compiled(), ec)) return {};
-        const auto& live = config_.manager.live_dir;
-        return {{{"s6-rc-init", "-c", compiled(), "-l", live, config_.manager.scan_dir}, "s6-rc-init"},
+        const auto& live = liveDir();
+        return {{{"s6-rc-init", "-c", compiled(), "-l", live, scanDir()}, "s6-rc-init"},
                 {{"s6-rc", "-l", live, "-u", "change", "default"}, "s6-rc -u change default"}};
     }
 
     std::vector<Step> stopSteps() const override {
         std::error_code ec;
-        if (!fs::exists(config_.manager.live_dir, ec)) return {};
-        return {{{"s6-rc", "-l", config_.manager.live_dir, "-bDa", "change"}, "s6-rc -bDa change"}};
+        if (!fs::exists(liveDir(), ec)) return {};
+        return {{{"s6-rc", "-l", liveDir(), "-bDa", "change"}, "s6-rc -bDa change"}};
     }
 
     std::optional<ProfileLayout> layout() const override { return ProfileLayout{"etc/s6/sv", "", ""}; }
 
     std::vector<std::string> deployEnvironment() const override {
-        return {"S6_RC_LIVE_DIR=" + config_.manager.live_dir, "S6_SCAN_DIR=" + config_.manager.scan_dir};
+        return {"S6_RC_LIVE_DIR=" + liveDir(), "S6_SCAN_DIR=" + scanDir()};
     }
 
     void check() const override {
         for (const char* tool : {"s6-rc", "s6-rc-init"}) requireProgram(name(), tool);
         std::error_code ec;
-        fs::create_directories(config_.manager.scan_dir, ec);
-        if (ec) throw ManagerError("s6-rc: manager.scan_dir " + config_.manager.scan_dir + ": " + ec.message(), exit_code::kUsage);
+        fs::create_directories(scanDir(), ec);
+        if (ec) throw ManagerError("s6-rc: manager.scan_dir " + scanDir() + ": " + ec.message(), exit_code::kUsage);
         ProcessManager::check();
     }
 
 private:
+    std::string scanDir() const { return config_.runtimeDir() + "/service"; }
+    std::string liveDir() const { return config_.runtimeDir() + "/s6-rc"; }
     std::string compiled() const { return config_.profile + "/etc/s6/rc/compiled"; }
     const Config& config_;
 };
