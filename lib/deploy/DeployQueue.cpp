@@ -4,6 +4,7 @@
 #include "deploy/ModelWatcher.hpp"
 #include "deploy/ProfileDiff.hpp"
 #include "deploy/StateStore.hpp"
+#include "deploy/SwitchCommand.hpp"
 #include "process/ChildJob.hpp"
 
 #include <boost/asio/io_context.hpp>
@@ -22,6 +23,9 @@ namespace nixproc {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+namespace fs = std::filesystem;
+
+constexpr std::chrono::seconds kFirstChannelBackoff{60};
 
 struct Request {
     std::string trigger; // boot | watch | signal | retry
@@ -64,6 +68,9 @@ struct DeployQueue::Impl {
     std::string model_copy;               // the running deployment's copy of processes.nix
     bool switch_ran = false;              // the running deployment got as far as the switch
     std::string profile_before;           // the profile's generation when the switch started
+    std::string rollback_hint;            // "nixproc-sysvinit-switch -p web --rollback", "" for another command
+    Clock::time_point next_channel_try{};  // no channel set-up before this, after a failure
+    std::chrono::seconds channel_backoff = kFirstChannelBackoff;
     Clock::time_point started;
     std::optional<ProfileSnapshot> before;
     boost::asio::steady_timer retry_timer{io};
@@ -211,27 +218,63 @@ struct DeployQueue::Impl {
         bootstrapChannel([this] { checkModel(); });
     }
 
-    // nix-channel --add and --update once; a failure is logged and tried again next time.
+    // Upstream's bootstrap adds a channel and updates it before its first switch
+    // (nixproc/create-image-from-steps/steps/bootstrap-init.nix): models import <nixpkgs> through
+    // NIX_PATH=/nix/var/nix/profiles/per-user/root/channels. Once root's channels profile exists
+    // (the image's, or an earlier run's) there is nothing to do. A failure, such as no network, is
+    // one line; the deployment goes ahead (a model that needs <nixpkgs> then fails in the switch and
+    // says why), and the channel is tried again before a later deployment, at most every
+    // channel_backoff (doubled after each failure, up to an hour), so that deployments offline do
+    // not each wait for it.
     void bootstrapChannel(std::function<void()> then) {
         if (config.bootstrap.channel.empty() || state.channel_configured) return then();
-        run({.argv = {"nix-channel", "--add", config.bootstrap.channel}, .log_prefix = "bootstrap |"},
-            [this, then](const JobResult& added) {
-                if (!added.ok()) {
-                    spdlog::error("bootstrap: nix-channel --add {}: {}; will try again before the next deployment",
-                                  config.bootstrap.channel, added.description);
-                    return then();
-                }
-                run({.argv = {"nix-channel", "--update"}, .log_prefix = "bootstrap |"}, [this, then](const JobResult& updated) {
-                    if (updated.ok()) {
-                        state.channel_configured = true;
-                        spdlog::info("bootstrap: channel {} added and updated", config.bootstrap.channel);
-                    } else {
-                        spdlog::error("bootstrap: nix-channel --update: {}; will try again before the next deployment",
-                                      updated.description);
-                    }
-                    then();
-                });
+        if (std::string profile = rootChannelsProfile(); fs::exists(fs::symlink_status(profile))) {
+            spdlog::info("bootstrap: root's channels profile {} exists: no channel set-up", profile);
+            state.channel_configured = true;
+            return then();
+        }
+        if (Clock::now() < next_channel_try) return then();
+        JobSpec add{.argv = {"nix-channel", "--add", config.bootstrap.channel}, .environment = channelEnvironment(),
+                    .log_prefix = "bootstrap |", .output_at_debug = true};
+        run(add, [this, then, update = add](const JobResult& added) mutable {
+            if (!added.ok()) return channelFailed("nix-channel --add", added, then);
+            update.argv = {"nix-channel", "--update"};
+            run(update, [this, then](const JobResult& updated) {
+                if (!updated.ok()) return channelFailed("nix-channel --update", updated, then);
+                state.channel_configured = true;
+                channel_backoff = kFirstChannelBackoff;
+                spdlog::info("bootstrap: channel {} added and updated", config.bootstrap.channel);
+                then();
             });
+        });
+    }
+
+    void channelFailed(const std::string& what, const JobResult& r, const std::function<void()>& then) {
+        next_channel_try = Clock::now() + channel_backoff;
+        spdlog::error("bootstrap: channel {} not set up ({} {}{}); deploying without it, next try before a deployment "
+                      "in {} s or later",
+                      config.bootstrap.channel, what, r.description, r.last_line.empty() ? "" : ": " + r.last_line,
+                      channel_backoff.count());
+        channel_backoff = std::min<std::chrono::seconds>(channel_backoff * 2, std::chrono::hours(1));
+        then();
+    }
+
+    // nix-channel's profile for root: $NIX_STATE_DIR/profiles/per-user/root/channels.
+    static std::string rootChannelsProfile() {
+        const char* state = std::getenv("NIX_STATE_DIR");
+        return std::string(state && *state ? state : "/nix/var/nix") + "/profiles/per-user/root/channels";
+    }
+
+    // Without a network Nix retries each download for a while; a short connect timeout makes an
+    // unreachable channel fail in seconds rather than minutes (a user's own setting wins).
+    static std::vector<std::string> channelEnvironment() {
+        std::map<std::string, std::string> env = environmentMap(environ);
+        std::string& nix_config = env["NIX_CONFIG"];
+        if (nix_config.find("connect-timeout") == std::string::npos)
+            nix_config += std::string(nix_config.empty() ? "" : "\n") + "connect-timeout = 10";
+        std::vector<std::string> out;
+        for (const auto& [k, v] : env) out.push_back(k + "=" + v);
+        return out;
     }
 
     void checkModel() {
@@ -251,7 +294,14 @@ struct DeployQueue::Impl {
         before = manager.inventory(config.profile);
         switch_ran = true;
         profile_before = profileTarget();
-        run({.argv = config.deployCommand(), .environment = switchEnvironment(), .log_prefix = prefix() + " |",
+        SwitchInvocation invocation = switchInvocation(config, manager, model_copy, environmentMap(environ));
+        rollback_hint.clear();
+        if (isUpstreamSwitch(invocation.argv.front())) {
+            rollback_hint = fs::path(invocation.argv.front()).filename().string();
+            for (const auto& option : invocation.profile_options) rollback_hint += " " + option;
+            rollback_hint += " --rollback";
+        }
+        run({.argv = invocation.argv, .environment = invocation.environment, .log_prefix = prefix() + " |",
              .keep_group_on_success = manager.switchStartsServices()},
             [this](const JobResult& r) {
             if (auto after = manager.inventory(config.profile); before && after) {
@@ -265,15 +315,6 @@ struct DeployQueue::Impl {
                    config.deployCommand().front() + " " + r.description +
                        (r.timed_out ? " after deploy.timeout_s " + std::to_string(config.deploy.timeout.count()) + " s" : ""));
         });
-    }
-
-    std::vector<std::string> switchEnvironment() const {
-        std::map<std::string, std::string> env = environmentMap(environ);
-        env["NIXPROC_PROCESSES"] = model_copy;
-        for (const auto& kv : manager.deployEnvironment()) env[kv.substr(0, kv.find('='))] = kv.substr(kv.find('=') + 1);
-        std::vector<std::string> out;
-        for (const auto& [k, v] : env) out.push_back(k + "=" + v);
-        return out;
     }
 
     // Every job of a deployment: bounded by deploy.timeout_s, then SIGKILL after the grace.
@@ -304,8 +345,8 @@ struct DeployQueue::Impl {
         std::string after = profileTarget();
         std::string profile = after == profile_before ? "the profile was not switched" : "the profile was switched to " + after;
         return profile + ", but services may be partly updated (the switch's output above says which); the next "
-                         "change or SIGHUP deploys again, `" + config.deployCommand().front() +
-               " --rollback` goes back to the previous generation";
+                         "change or SIGHUP deploys again" +
+               (rollback_hint.empty() ? "" : ", `" + rollback_hint + "` goes back to the previous generation");
     }
 
     // The state file first, then the log line: whoever reads the log may rely on the record.

@@ -240,7 +240,9 @@ private:
     }
 
     void logLine(std::string_view line) {
-        if (spec_.output_only_on_failure) held_.add(line);
+        if (line.find_first_not_of(" \t\r") != std::string_view::npos) result_.last_line = line;
+        if (spec_.output_at_debug) spdlog::debug("{} {}", spec_.log_prefix, line);
+        else if (spec_.output_only_on_failure) held_.add(line);
         else spdlog::info("{} {}", spec_.log_prefix, line);
     }
 

@@ -28,6 +28,7 @@ struct JobSpec {
     std::chrono::milliseconds timeout{std::chrono::hours(1)};
     std::chrono::milliseconds kill_after{std::chrono::seconds(5)}; // SIGTERM → SIGKILL
     bool output_only_on_failure = false; // a check's output matters only when it fails
+    bool output_at_debug = false; // its output is noise unless debugging (the caller reports the result)
     std::size_t max_line_bytes = 64 * 1024; // longer lines are cut there, with a marker
     std::size_t held_lines = 1000;          // output_only_on_failure keeps the last lines only...
     std::size_t held_bytes = 1024 * 1024;   // ...and no more bytes than this (at least one line)
@@ -45,6 +46,7 @@ struct JobResult {
     bool timed_out = false;
     bool started = true;
     int signal = 0;          // the signal that killed it; 0 when it exited
+    std::string last_line;   // its last non-blank line of output, for a one-line report
     bool ok() const { return started && !timed_out && exit_code == 0; }
 };
 

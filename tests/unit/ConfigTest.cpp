@@ -236,3 +236,41 @@ TEST_CASE("what --check-config prints of odd bytes in a value is read back, as v
     CHECK(again.manager.command == std::vector<std::string>{"prog\xef\xbf\xbd", "caf\xc3\xa9"});
     CHECK(renderConfig(again) == printed);
 }
+
+TEST_CASE("upstream's channel, state and runtime folders are the defaults", "[config]") {
+    auto c = load("");
+    CHECK(c.bootstrap.channel == "https://nixos.org/channels/nixpkgs-unstable"); // steps/bootstrap-init.nix:6
+    CHECK(c.nixproc.state_dir == "/var");
+    CHECK(c.runtimeDir() == "/var/run");
+    CHECK_FALSE(c.nixproc.force_disable_user_change);
+    CHECK(c.profile == "/nix/var/nix/profiles/processes");
+    CHECK(load("nixproc:\n  state_dir: /srv\n").runtimeDir() == "/srv/run"); // nixproc-init-state's default
+    CHECK(load("nixproc:\n  state_dir: /srv\n  runtime_dir: /run\n").runtimeDir() == "/run");
+    CHECK(load("bootstrap:\n  channel: ''\n").bootstrap.channel.empty());
+}
+
+TEST_CASE("the nixproc tools' variables set the nixproc section, and NIXPROC_INIT_ ones override them", "[config]") {
+    auto c = load("nixproc:\n  state_dir: /file\n",
+                  {{"NIXPROC_STATE_DIR", "/env"}, {"NIXPROC_RUNTIME_DIR", "/env/rt"}, {"NIXPROC_FORCE_DISABLE_USER_CHANGE", "1"}});
+    CHECK(c.nixproc.state_dir == "/env");
+    CHECK(c.runtimeDir() == "/env/rt");
+    CHECK(c.nixproc.force_disable_user_change);
+    CHECK(load("", {{"NIXPROC_STATE_DIR", "/env"}, {"NIXPROC_INIT_NIXPROC_STATE_DIR", "/init"}}).nixproc.state_dir == "/init");
+    CHECK_FALSE(load("", {{"NIXPROC_FORCE_DISABLE_USER_CHANGE", "0"}}).nixproc.force_disable_user_change);
+    CHECK_THAT(errorOf("", {{"NIXPROC_STATE_DIR", "relative"}}), Catch::StartsWith("environment variable NIXPROC_STATE_DIR: nixproc.state_dir: expected an absolute path"));
+}
+
+TEST_CASE("disnix's profile is its coordinator profile, and another one is refused", "[config]") {
+    CHECK(load("process_manager: disnix\n").profile == "/nix/var/nix/profiles/per-user/root/disnix-coordinator/default");
+    CHECK(load("process_manager: disnix\nprofile: /nix/var/nix/profiles/per-user/root/disnix-coordinator/default\n").profile ==
+          "/nix/var/nix/profiles/per-user/root/disnix-coordinator/default");
+    CHECK_THAT(errorOf("process_manager: disnix\nprofile: /nix/var/nix/profiles/processes\n"),
+               Catch::Contains("profile: disnix deploys to its coordinator profile") && Catch::Contains("leave profile unset"));
+}
+
+TEST_CASE("keys that were removed say what replaced them", "[config]") {
+    CHECK_THAT(errorOf("manager:\n  scan_dir: /run/service\n"),
+               Catch::StartsWith("2:3: manager.scan_dir: no longer a key") && Catch::Contains("nixproc.runtime_dir"));
+    CHECK_THAT(errorOf("", {{"NIXPROC_INIT_MANAGER_LIVE_DIR", "/run/s6-rc"}}),
+               Catch::StartsWith("environment variable NIXPROC_INIT_MANAGER_LIVE_DIR: no longer a key"));
+}

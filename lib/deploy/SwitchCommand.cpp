@@ -1,0 +1,62 @@
+#include "deploy/SwitchCommand.hpp"
+
+#include <filesystem>
+
+namespace nixproc {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr const char* kUpstreamStateDir = "/var";
+constexpr const char* kUpstreamProfileName = "processes"; // tools/commonchecks: checkProfile
+
+// The folder nixproc-<pm>-switch keeps profiles in when NIX_USER_PROFILE_DIR is not set
+// (tools/commonchecks: composeProfileDir, checkNixStateDir).
+std::string upstreamProfileFolder(const std::map<std::string, std::string>& env) {
+    auto it = env.find("NIX_STATE_DIR");
+    std::string state = it != env.end() && !it->second.empty() ? it->second : "/nix/var/nix";
+    return (fs::path(state) / "profiles").lexically_normal().string();
+}
+
+} // namespace
+
+bool isUpstreamSwitch(const std::string& program) {
+    std::string name = fs::path(program).filename().string();
+    return name.size() > std::string("nixproc--switch").size() && name.starts_with("nixproc-") && name.ends_with("-switch");
+}
+
+SwitchInvocation switchInvocation(const Config& config, const ProcessManager& manager, const std::string& model_copy,
+                                  std::map<std::string, std::string> env) {
+    SwitchInvocation out;
+    out.argv = config.deployCommand();
+    const bool upstream = isUpstreamSwitch(out.argv.front());
+    const bool disnix = config.process_manager == ManagerKind::Disnix;
+
+    if (!disnix) {
+        fs::path profile(config.profile);
+        std::string folder = profile.parent_path().lexically_normal().string();
+        std::string name = profile.filename().string();
+        if (folder == upstreamProfileFolder(env)) env.erase("NIX_USER_PROFILE_DIR");
+        else env["NIX_USER_PROFILE_DIR"] = folder;
+        if (name != kUpstreamProfileName) out.profile_options = {"-p", name};
+    }
+    if (config.nixproc.state_dir != kUpstreamStateDir || config.runtimeDir() != Config{}.runtimeDir())
+        out.profile_options.insert(out.profile_options.end(),
+                                   {"--state-dir", config.nixproc.state_dir, "--runtime-dir", config.runtimeDir()});
+    if (upstream) {
+        out.argv.insert(out.argv.end(), out.profile_options.begin(), out.profile_options.end());
+        if (config.nixproc.force_disable_user_change) out.argv.push_back("--force-disable-user-change");
+        for (auto& option : manager.switchOptions()) out.argv.push_back(option);
+    }
+    if (upstream)
+        for (const char* var : {"NIXPROC_STATE_DIR", "NIXPROC_RUNTIME_DIR", "NIXPROC_FORCE_DISABLE_USER_CHANGE"}) env.erase(var);
+    env["NIXPROC_PROCESSES"] = model_copy;
+    for (const auto& kv : manager.deployEnvironment()) {
+        auto eq = kv.find('=');
+        env[kv.substr(0, eq)] = eq == std::string::npos ? "" : kv.substr(eq + 1);
+    }
+    for (const auto& [k, v] : env) out.environment.push_back(k + "=" + v);
+    return out;
+}
+
+} // namespace nixproc

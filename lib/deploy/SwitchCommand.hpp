@@ -1,0 +1,39 @@
+#pragma once
+// How the init runs nixproc-<pm>-switch: with the options and environment nix-processmgmt's tools
+// take (tools/commonchecks, tools/*/nixproc-*-switch.in, tools/common/nixproc-build.in), so that
+// what the configuration says reaches the switch the way upstream reads it.
+#include "config/Config.hpp"
+#include "manager/ProcessManager.hpp"
+
+#include <map>
+#include <string>
+#include <vector>
+
+namespace nixproc {
+
+struct SwitchInvocation {
+    std::vector<std::string> argv;
+    std::vector<std::string> environment; // complete, KEY=VALUE
+    // The options that name this deployment's profile and folders, for commands shown to the user
+    // (`nixproc-sysvinit-switch -p web --rollback`).
+    std::vector<std::string> profile_options;
+};
+
+// Whether `program` is one of nix-processmgmt's switches (its file name is nixproc-*-switch): only
+// those get the upstream options; a deploy.command of another kind gets the environment alone.
+bool isUpstreamSwitch(const std::string& program);
+
+// The switch for `model_copy`, from the configuration and the init's environment:
+//   argv: deploy.command + (for an upstream switch) -p NAME when the profile is not `processes`
+//         (never for disnix, whose profile is fixed), --state-dir/--runtime-dir when they are not
+//         upstream's /var and /var/run, --force-disable-user-change, the manager's switchOptions();
+//   environment: NIXPROC_PROCESSES=model_copy; NIX_USER_PROFILE_DIR=the profile's folder unless it
+//         is $NIX_STATE_DIR/profiles (then removed, so an inherited one cannot redirect it);
+//         for an upstream switch, NIXPROC_STATE_DIR, NIXPROC_RUNTIME_DIR and
+//         NIXPROC_FORCE_DISABLE_USER_CHANGE removed: they are options now, and nixproc-build.in:159-162
+//         would turn NIXPROC_RUNTIME_DIR into stateDir, overriding --runtime-dir;
+//         the manager's deployEnvironment().
+SwitchInvocation switchInvocation(const Config& config, const ProcessManager& manager, const std::string& model_copy,
+                                  std::map<std::string, std::string> environment);
+
+} // namespace nixproc

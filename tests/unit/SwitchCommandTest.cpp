@@ -1,0 +1,110 @@
+// How the switch is invoked: the options and environment nix-processmgmt's tools read
+// (tools/commonchecks, tools/*/nixproc-*-switch.in, tools/common/nixproc-build.in at 0e9ec77).
+#include "deploy/SwitchCommand.hpp"
+
+#include <algorithm>
+#include <catch2/catch.hpp>
+
+using namespace nixproc;
+
+namespace {
+
+Config configFor(ManagerKind kind, std::string profile = "/nix/var/nix/profiles/processes") {
+    Config c;
+    c.process_manager = kind;
+    c.profile = std::move(profile);
+    return c;
+}
+
+struct FakeManager : ProcessManager {
+    std::vector<std::string> options, environment;
+    std::string name() const override { return "fake"; }
+    std::vector<std::string> command() const override { return {}; }
+    std::vector<std::string> switchOptions() const override { return options; }
+    std::vector<std::string> deployEnvironment() const override { return environment; }
+};
+
+std::optional<std::string> envValue(const SwitchInvocation& s, const std::string& key) {
+    for (const auto& kv : s.environment)
+        if (kv.starts_with(key + "=")) return kv.substr(key.size() + 1);
+    return std::nullopt;
+}
+
+} // namespace
+
+TEST_CASE("the default switch runs with no options, as upstream's bootstrap runs it") {
+    FakeManager m;
+    auto s = switchInvocation(configFor(ManagerKind::Supervisord), m, "/var/lib/nixproc-init/model/processes.nix",
+                              {{"PATH", "/bin"}, {"NIX_USER_PROFILE_DIR", "/elsewhere"}});
+    CHECK(s.argv == std::vector<std::string>{"nixproc-supervisord-switch"});
+    CHECK(envValue(s, "NIXPROC_PROCESSES") == "/var/lib/nixproc-init/model/processes.nix");
+    CHECK_FALSE(envValue(s, "NIX_USER_PROFILE_DIR")); // an inherited one would move the profile
+    CHECK(envValue(s, "PATH") == "/bin");
+}
+
+TEST_CASE("a profile with another name is passed as -p NAME and another folder as NIX_USER_PROFILE_DIR") {
+    FakeManager m;
+    auto s = switchInvocation(configFor(ManagerKind::Supervisord, "/nix/var/nix/profiles/web"), m, "/m.nix", {});
+    CHECK(s.argv == std::vector<std::string>{"nixproc-supervisord-switch", "-p", "web"});
+    CHECK_FALSE(envValue(s, "NIX_USER_PROFILE_DIR"));
+    s = switchInvocation(configFor(ManagerKind::Supervisord, "/srv/profiles/processes"), m, "/m.nix", {});
+    CHECK(s.argv == std::vector<std::string>{"nixproc-supervisord-switch"});
+    CHECK(envValue(s, "NIX_USER_PROFILE_DIR") == "/srv/profiles");
+}
+
+TEST_CASE("the profile folder is compared with NIX_STATE_DIR's profiles, as commonchecks composes it") {
+    FakeManager m;
+    auto s = switchInvocation(configFor(ManagerKind::Supervisord, "/nix/var/nix/profiles/processes"), m, "/m.nix",
+                              {{"NIX_STATE_DIR", "/state"}});
+    CHECK(envValue(s, "NIX_USER_PROFILE_DIR") == "/nix/var/nix/profiles");
+}
+
+TEST_CASE("state and runtime folders other than upstream's become --state-dir and --runtime-dir") {
+    FakeManager m;
+    Config c = configFor(ManagerKind::Supervisord);
+    c.nixproc.state_dir = "/srv/state";
+    auto s = switchInvocation(c, m, "/m.nix", {{"NIXPROC_RUNTIME_DIR", "/x"}, {"NIXPROC_STATE_DIR", "/y"}});
+    CHECK(s.argv == std::vector<std::string>{"nixproc-supervisord-switch", "--state-dir", "/srv/state", "--runtime-dir",
+                                             "/srv/state/run"});
+    // nixproc-build.in:159-162 would turn NIXPROC_RUNTIME_DIR into --argstr stateDir, overriding the option.
+    CHECK_FALSE(envValue(s, "NIXPROC_RUNTIME_DIR"));
+    CHECK_FALSE(envValue(s, "NIXPROC_STATE_DIR"));
+    c.nixproc.state_dir = "/var";
+    c.nixproc.runtime_dir = "/run";
+    s = switchInvocation(c, m, "/m.nix", {});
+    CHECK(s.argv == std::vector<std::string>{"nixproc-supervisord-switch", "--state-dir", "/var", "--runtime-dir", "/run"});
+}
+
+TEST_CASE("force_disable_user_change and the manager's own options are appended") {
+    FakeManager m;
+    m.options = {"--runlevel", "5"};
+    Config c = configFor(ManagerKind::SysVinit);
+    c.nixproc.force_disable_user_change = true;
+    auto s = switchInvocation(c, m, "/m.nix", {{"NIXPROC_FORCE_DISABLE_USER_CHANGE", "1"}});
+    CHECK(s.argv == std::vector<std::string>{"nixproc-sysvinit-switch", "--force-disable-user-change", "--runlevel", "5"});
+    CHECK_FALSE(envValue(s, "NIXPROC_FORCE_DISABLE_USER_CHANGE"));
+}
+
+TEST_CASE("disnix gets no -p: its switch deploys to the coordinator profile") {
+    FakeManager m;
+    auto s = switchInvocation(configFor(ManagerKind::Disnix, "/nix/var/nix/profiles/per-user/root/disnix-coordinator/default"),
+                              m, "/m.nix", {{"NIX_USER_PROFILE_DIR", "/kept"}});
+    CHECK(s.argv == std::vector<std::string>{"nixproc-disnix-switch"});
+    CHECK(envValue(s, "NIX_USER_PROFILE_DIR") == "/kept");
+}
+
+TEST_CASE("a deploy command that is not an upstream switch gets the environment but no options") {
+    FakeManager m;
+    m.options = {"--runlevel", "3"};
+    m.environment = {"SUPERVISORD_CONF_DIR=/etc/supervisor"};
+    Config c = configFor(ManagerKind::SysVinit, "/nix/var/nix/profiles/web");
+    c.deploy.command = {"/usr/local/bin/my-deploy", "--fast"};
+    auto s = switchInvocation(c, m, "/m.nix", {{"NIXPROC_STATE_DIR", "/y"}});
+    CHECK(s.argv == std::vector<std::string>{"/usr/local/bin/my-deploy", "--fast"});
+    CHECK(s.profile_options == std::vector<std::string>{"-p", "web"});
+    CHECK(envValue(s, "NIXPROC_STATE_DIR") == "/y"); // its business, untouched
+    CHECK(envValue(s, "SUPERVISORD_CONF_DIR") == "/etc/supervisor");
+    CHECK(isUpstreamSwitch("/nix/store/abc-nixproc-tools/bin/nixproc-s6-rc-switch"));
+    CHECK_FALSE(isUpstreamSwitch("nixproc--switch"));
+    CHECK_FALSE(isUpstreamSwitch("nixproc-supervisord-deploy"));
+}
