@@ -25,7 +25,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 namespace fs = std::filesystem;
 
-constexpr std::chrono::seconds kFirstChannelBackoff{60};
 
 struct Request {
     std::string trigger; // boot | watch | signal | retry
@@ -70,7 +69,7 @@ struct DeployQueue::Impl {
     std::string profile_before;           // the profile's generation when the switch started
     std::string rollback_hint;            // "nixproc-sysvinit-switch -p web --rollback", "" for another command
     Clock::time_point next_channel_try{};  // no channel set-up before this, after a failure
-    std::chrono::seconds channel_backoff = kFirstChannelBackoff;
+    std::chrono::seconds channel_backoff = config.deploy.retry_backoff;
     Clock::time_point started;
     std::optional<ProfileSnapshot> before;
     boost::asio::steady_timer retry_timer{io};
@@ -223,9 +222,9 @@ struct DeployQueue::Impl {
     // NIX_PATH=/nix/var/nix/profiles/per-user/root/channels. Once root's channels profile exists
     // (the image's, or an earlier run's) there is nothing to do. A failure, such as no network, is
     // one line; the deployment goes ahead (a model that needs <nixpkgs> then fails in the switch and
-    // says why), and the channel is tried again before a later deployment, at most every
-    // channel_backoff (doubled after each failure, up to an hour), so that deployments offline do
-    // not each wait for it.
+    // says why), and the channel is tried again before a later deployment once deploy.retry_backoff_s
+    // has passed (doubled after each failure, up to an hour), so that deployments offline do not
+    // each wait for it.
     void bootstrapChannel(std::function<void()> then) {
         if (config.bootstrap.channel.empty() || state.channel_configured) return then();
         if (std::string profile = rootChannelsProfile(); fs::exists(fs::symlink_status(profile))) {
@@ -242,7 +241,7 @@ struct DeployQueue::Impl {
             run(update, [this, then](const JobResult& updated) {
                 if (!updated.ok()) return channelFailed("nix-channel --update", updated, then);
                 state.channel_configured = true;
-                channel_backoff = kFirstChannelBackoff;
+                channel_backoff = config.deploy.retry_backoff;
                 spdlog::info("bootstrap: channel {} added and updated", config.bootstrap.channel);
                 then();
             });

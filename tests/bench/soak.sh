@@ -57,8 +57,10 @@ state_dir: $tmp/state
 watch:
   debounce_ms: $DEBOUNCE_MS
 deploy:
-  command: [nixproc-sysvinit-switch, --profile, $tmp/profile]
+  command: [nixproc-sysvinit-switch]
   check: $check
+bootstrap:
+  channel: ""
 EOF
 
 # The init's log through a FIFO: waiting for a line is a blocking read with a deadline, not a poll.

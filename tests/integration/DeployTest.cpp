@@ -11,6 +11,7 @@
 #include <fstream>
 #include <functional>
 #include <sstream>
+#include <thread>
 #include <unistd.h>
 #include <yaml-cpp/yaml.h>
 
@@ -271,19 +272,57 @@ TEST_CASE("SIGHUP deploys now, and an insecure model is refused with the reason"
     CHECK(c.records().size() == 2);
 }
 
-TEST_CASE("bootstrap: a channel that cannot be updated is logged, never fatal, and tried again", "[deploy]") {
+// Real nix-channel, with its own HOME (it writes ~/.nix-channels), and a channel on a closed local
+// port: --update fails the way a network outage would, on any machine. (The harness turns the
+// channel off for every other test, through the environment, which a file's key cannot override.)
+const std::string kUnreachableChannel = "NIXPROC_INIT_BOOTSTRAP_CHANNEL=http://127.0.0.1:9/nixpkgs-unstable";
+
+TEST_CASE("bootstrap: a channel that cannot be set up is one line, and the deployment goes ahead without waiting again", "[deploy]") {
     Container c;
-    // Real nix-channel, with its own HOME (it writes ~/.nix-channels); the machine is offline, so
-    // --update fails the way a network outage would.
     fs::create_directories(c.t / "home");
-    c.start("bootstrap:\n  channel: http://127.0.0.1:9/nixpkgs-unstable\n", {"HOME=" + c.t / "home"});
+    c.start("", {"HOME=" + c.t / "home", kUnreachableChannel});
     REQUIRE(c.done(1));
-    CHECK_THAT(c.init->stderrText(), Catch::Contains("bootstrap: nix-channel --update: exited with status 1; will try again"));
+    CHECK(harness::count(c.init->stderrText(), "bootstrap") == 1); // nix's own retries stay at debug
+    CHECK_THAT(c.init->stderrText(),
+               Catch::Contains("bootstrap: channel http://127.0.0.1:9/nixpkgs-unstable not set up (nix-channel --update exited "
+                               "with status 1: error: unable to download 'http://127.0.0.1:9/nixpkgs-unstable'") &&
+                   Catch::Contains("deploying without it, next try before a deployment in 10 s or later"));
     CHECK_THAT(readFile(c.t / "home/.nix-channels"), Catch::Contains("http://127.0.0.1:9/nixpkgs-unstable nixpkgs"));
+    c.save(model("2")); // within deploy.retry_backoff_s (10 s): no second wait for the network
+    REQUIRE(c.done(2));
+    CHECK(harness::count(c.init->stderrText(), "bootstrap") == 1);
+    CHECK_THAT(readFile(c.t / "state/state.yaml"), Catch::Contains("channel_configured: false"));
+    c.stop();
+}
+
+TEST_CASE("bootstrap: a channel that failed is tried again before a deployment after the backoff, doubled", "[deploy]") {
+    Container c;
+    fs::create_directories(c.t / "home");
+    c.deploy_extra = "  retry_backoff_s: 1\n";
+    c.start("", {"HOME=" + c.t / "home", kUnreachableChannel});
+    REQUIRE(c.done(1));
+    REQUIRE(harness::count(c.init->stderrText(), "bootstrap: channel") == 1);
+    // The backoff is the behaviour under test: only the passing of time ends it.
+    std::this_thread::sleep_for(1100ms);
     c.save(model("2"));
     REQUIRE(c.done(2));
-    CHECK(harness::count(c.init->stderrText(), "bootstrap: nix-channel --update") == 2);
-    CHECK_THAT(readFile(c.t / "state/state.yaml"), Catch::Contains("channel_configured: false"));
+    CHECK(harness::count(c.init->stderrText(), "bootstrap: channel") == 2);
+    CHECK_THAT(c.init->stderrText(), Catch::Contains("next try before a deployment in 2 s or later"));
+    c.stop();
+}
+
+TEST_CASE("bootstrap: no channel set-up when root's channels profile exists already", "[deploy]") {
+    Container c;
+    fs::create_directories(c.t / "home");
+    fs::create_directories(c.t / "nix/profiles/per-user/root");
+    fs::create_directory_symlink("channels-1-link", c.t / "nix/profiles/per-user/root/channels");
+    c.deploy_extra = "  check: []\n"; // nix-instantiate would initialise a store under NIX_STATE_DIR
+    c.start("", {"HOME=" + c.t / "home", "NIX_STATE_DIR=" + c.t / "nix", kUnreachableChannel});
+    REQUIRE(c.done(1));
+    CHECK_THAT(c.init->stderrText(), Catch::Contains("bootstrap: root's channels profile " + c.t / "nix/profiles/per-user/root/channels" +
+                                                     " exists: no channel set-up"));
+    CHECK_FALSE(fs::exists(c.t / "home/.nix-channels"));
+    c.stop();
 }
 
 TEST_CASE("a switch past deploy.timeout_s gets SIGTERM, then SIGKILL after the grace, and that is reported", "[deploy]") {

@@ -66,6 +66,9 @@ Child::Child(const std::vector<std::string>& argv, const Options& options) {
             ::dup2(null, STDIN_FILENO);
         }
         for (int fd : options.keep_fds) ::fcntl(fd, F_SETFD, 0);
+        // A test never reaches for the network (nor writes ~/.nix-channels) unless it says so: the
+        // init's default channel, upstream's nixpkgs-unstable, is off here; options.env may set it.
+        ::setenv("NIXPROC_INIT_BOOTSTRAP_CHANNEL", "", 0);
         for (const auto& kv : options.env) ::putenv(const_cast<char*>(kv.c_str()));
         sigset_t none;
         sigemptyset(&none);

@@ -17,7 +17,9 @@ using namespace std::chrono_literals;
 struct Options {
     bool pty = false;            // stdin/stdout/stderr on a new pseudo-terminal (own session)
     std::vector<int> keep_fds;   // descriptors of ours that the program inherits as they are
-    std::vector<std::string> env; // extra "KEY=VALUE"
+    // Extra "KEY=VALUE". NIXPROC_INIT_BOOTSTRAP_CHANNEL is empty unless given here (or already set):
+    // no test reaches for upstream's channel on the network by default.
+    std::vector<std::string> env;
 };
 
 class Child {
