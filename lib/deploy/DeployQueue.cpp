@@ -296,7 +296,8 @@ struct DeployQueue::Impl {
         SwitchInvocation invocation = switchInvocation(config, manager, model_copy, environmentMap(environ));
         rollback_hint.clear();
         if (isUpstreamSwitch(invocation.argv.front())) {
-            rollback_hint = fs::path(invocation.argv.front()).filename().string();
+            for (const auto& kv : invocation.profile_environment) rollback_hint += kv + " ";
+            rollback_hint += fs::path(invocation.argv.front()).filename().string();
             for (const auto& option : invocation.profile_options) rollback_hint += " " + option;
             rollback_hint += " --rollback";
         }

@@ -37,17 +37,18 @@ SwitchInvocation switchInvocation(const Config& config, const ProcessManager& ma
         std::string folder = profile.parent_path().lexically_normal().string();
         std::string name = profile.filename().string();
         if (folder == upstreamProfileFolder(env)) env.erase("NIX_USER_PROFILE_DIR");
-        else env["NIX_USER_PROFILE_DIR"] = folder;
+        else {
+            env["NIX_USER_PROFILE_DIR"] = folder;
+            out.profile_environment.push_back("NIX_USER_PROFILE_DIR=" + folder);
+        }
         if (name != kUpstreamProfileName) out.profile_options = {"-p", name};
     }
     if (config.nixproc.state_dir != kUpstreamStateDir || config.runtimeDir() != Config{}.runtimeDir())
         out.profile_options.insert(out.profile_options.end(),
                                    {"--state-dir", config.nixproc.state_dir, "--runtime-dir", config.runtimeDir()});
-    if (upstream) {
-        out.argv.insert(out.argv.end(), out.profile_options.begin(), out.profile_options.end());
-        if (config.nixproc.force_disable_user_change) out.argv.push_back("--force-disable-user-change");
-        for (auto& option : manager.switchOptions()) out.argv.push_back(option);
-    }
+    if (config.nixproc.force_disable_user_change) out.profile_options.push_back("--force-disable-user-change");
+    for (auto& option : manager.switchOptions()) out.profile_options.push_back(option);
+    if (upstream) out.argv.insert(out.argv.end(), out.profile_options.begin(), out.profile_options.end());
     if (upstream)
         for (const char* var : {"NIXPROC_STATE_DIR", "NIXPROC_RUNTIME_DIR", "NIXPROC_FORCE_DISABLE_USER_CHANGE"}) env.erase(var);
     env["NIXPROC_PROCESSES"] = model_copy;

@@ -14,9 +14,10 @@ namespace nixproc {
 struct SwitchInvocation {
     std::vector<std::string> argv;
     std::vector<std::string> environment; // complete, KEY=VALUE
-    // The options that name this deployment's profile and folders, for commands shown to the user
-    // (`nixproc-sysvinit-switch -p web --rollback`).
-    std::vector<std::string> profile_options;
+    // What an upstream switch is told beyond its defaults, which a user repeats to act on the same
+    // profile (`NIX_USER_PROFILE_DIR=/srv/profiles nixproc-sysvinit-switch -p web --runlevel 3 --rollback`).
+    std::vector<std::string> profile_environment; // KEY=VALUE
+    std::vector<std::string> profile_options;     // appended to argv for an upstream switch
 };
 
 // Whether `program` is one of nix-processmgmt's switches (its file name is nixproc-*-switch): only

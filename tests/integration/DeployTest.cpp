@@ -615,14 +615,18 @@ TEST_CASE("a model under a folder that others can write is refused, and so is a 
 
 TEST_CASE("a switch that fails after setting the profile says so, and how to go back", "[deploy]") {
     Container c;
-    auto wrapper = c.t.write("switch", "#!/bin/sh\nnixproc-sysvinit-switch \"$@\" && echo 'supervisorctl: ERROR' && exit 1\n", 0755);
-    c.switch_command = "[" + wrapper + ", --profile, " + c.t / "profile" + "]";
+    // Named as upstream's switch (the rollback hint is for those), running the stand-in from PATH.
+    auto wrapper = c.t.write("bin/nixproc-sysvinit-switch",
+                             "#!/bin/sh\n" STANDINS_DIR "/nixproc-sysvinit-switch \"$@\" && echo 'supervisorctl: ERROR' && exit 1\n", 0755);
+    c.switch_command = "[" + wrapper + "]";
     c.start();
     REQUIRE(c.init->expectLog("deploy #1: failed"));
     REQUIRE(c.init->expectLog("the next change of the model (or SIGHUP) deploys again"));
     CHECK_THAT(c.init->stderrText(), Catch::Contains("; the profile was switched to profile-1-link, but services may be partly "
                                                      "updated (the switch's output above says which); the next change or SIGHUP "
-                                                     "deploys again, `" + wrapper + " --rollback` goes back to the previous generation"));
+                                                     "deploys again, `NIX_USER_PROFILE_DIR=" + c.t.path +
+                                                     " nixproc-sysvinit-switch -p profile --runlevel 3 --rollback` goes back to "
+                                                     "the previous generation"));
     CHECK_THAT(c.init->stderrText(), !Catch::Contains("the running services are as they were"));
     c.stop();
 }

@@ -50,6 +50,7 @@ TEST_CASE("a profile with another name is passed as -p NAME and another folder a
     s = switchInvocation(configFor(ManagerKind::Supervisord, "/srv/profiles/processes"), m, "/m.nix", {});
     CHECK(s.argv == std::vector<std::string>{"nixproc-supervisord-switch"});
     CHECK(envValue(s, "NIX_USER_PROFILE_DIR") == "/srv/profiles");
+    CHECK(s.profile_environment == std::vector<std::string>{"NIX_USER_PROFILE_DIR=/srv/profiles"});
 }
 
 TEST_CASE("the profile folder is compared with NIX_STATE_DIR's profiles, as commonchecks composes it") {
@@ -101,7 +102,8 @@ TEST_CASE("a deploy command that is not an upstream switch gets the environment 
     c.deploy.command = {"/usr/local/bin/my-deploy", "--fast"};
     auto s = switchInvocation(c, m, "/m.nix", {{"NIXPROC_STATE_DIR", "/y"}});
     CHECK(s.argv == std::vector<std::string>{"/usr/local/bin/my-deploy", "--fast"});
-    CHECK(s.profile_options == std::vector<std::string>{"-p", "web"});
+    CHECK(s.profile_options == std::vector<std::string>{"-p", "web", "--runlevel", "3"});
+    CHECK(s.profile_environment.empty());
     CHECK(envValue(s, "NIXPROC_STATE_DIR") == "/y"); // its business, untouched
     CHECK(envValue(s, "SUPERVISORD_CONF_DIR") == "/etc/supervisor");
     CHECK(isUpstreamSwitch("/nix/store/abc-nixproc-tools/bin/nixproc-s6-rc-switch"));
