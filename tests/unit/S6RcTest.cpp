@@ -1,0 +1,234 @@
+// The s6-rc manager against what nix-processmgmt deploys (tests/fixtures/upstream/s6-rc): the plan
+// by process from the profile's etc/s6/sv, the start and stop steps on the state folder's
+// database, and what a previous run left in the runtime folder.
+#include "deploy/ProfileDiff.hpp"
+#include "manager/Backends.hpp"
+#include "Scratch.hpp"
+
+#include <catch2/catch.hpp>
+#include <fcntl.h>
+#include <filesystem>
+#include <fstream>
+#include <sys/stat.h>
+#include <unistd.h>
+
+using namespace nixproc;
+namespace fs = std::filesystem;
+
+namespace {
+
+const std::string kFixtureProfile = SOURCE_DIR "/tests/fixtures/upstream/s6-rc/profile";
+
+void writeFile(const std::string& path, const std::string& text) {
+    fs::create_directories(fs::path(path).parent_path());
+    std::ofstream(path, std::ios::trunc) << text;
+}
+
+// A service definition folder with the given files, e.g. {{"type", "longrun\n"}, {"run", "..."}}.
+void define(const std::string& sv, const std::string& name, const std::vector<std::pair<std::string, std::string>>& files) {
+    for (const auto& [file, text] : files) writeFile(sv + "/" + name + "/" + file, text);
+}
+
+// The caller keeps it: a manager holds a reference to its configuration, as to the init's.
+Config s6Config(const Scratch& s) {
+    Config c;
+    c.process_manager = ManagerKind::S6Rc;
+    c.nixproc.state_dir = s.dir + "/var";
+    c.nixproc.runtime_dir = s.dir + "/run";
+    return c;
+}
+
+std::vector<std::string> keys(const ProfileSnapshot& snapshot) {
+    std::vector<std::string> out;
+    for (const auto& [name, id] : snapshot) out.push_back(name);
+    return out;
+}
+
+std::vector<std::vector<std::string>> argvs(const std::vector<Step>& steps) {
+    std::vector<std::vector<std::string>> out;
+    for (const auto& s : steps) out.push_back(s.argv);
+    return out;
+}
+
+} // namespace
+
+TEST_CASE("s6-rc plan: NAME-srv and NAME-log are one process NAME, bundles are not processes, oneshots and plain longruns keep their names",
+          "[s6][plan]") {
+    Scratch s;
+    Config c = s6Config(s);
+    auto manager = makeS6Rc(c);
+    auto snapshot = manager->inventory(kFixtureProfile);
+    REQUIRE(snapshot);
+    CHECK(keys(*snapshot) == std::vector<std::string>{"cron", "nginx", "setup", "webapp"});
+    // A folded name is identified by both halves.
+    CHECK_THAT(snapshot->at("webapp"), Catch::Contains("webapp-log=") && Catch::Contains("webapp-srv="));
+    CHECK_THAT(snapshot->at("cron"), Catch::StartsWith("folder:"));
+
+    // No profile yet (the first deployment): nothing before.
+    auto none = manager->inventory(s.dir + "/no-profile");
+    REQUIRE(none);
+    CHECK(none->empty());
+    CHECK(diffProfiles(*none, *snapshot).describe() == "+cron +nginx +setup +webapp");
+}
+
+TEST_CASE("s6-rc plan: a change to either half of a pipeline changes its process, and the other processes stay equal", "[s6][plan]") {
+    Scratch s;
+    Config c = s6Config(s);
+    auto manager = makeS6Rc(c);
+    fs::copy(kFixtureProfile, s.dir + "/gen1", fs::copy_options::recursive);
+    fs::copy(kFixtureProfile, s.dir + "/gen2", fs::copy_options::recursive);
+    writeFile(s.dir + "/gen2/etc/s6/sv/webapp-log/notification-fd", "4\n");
+    fs::remove_all(s.dir + "/gen2/etc/s6/sv/cron");
+    auto before = manager->inventory(s.dir + "/gen1");
+    auto after = manager->inventory(s.dir + "/gen2");
+    REQUIRE(before);
+    REQUIRE(after);
+    CHECK(diffProfiles(*before, *after).describe() == "-cron ~webapp =nginx =setup");
+
+    // The bundle's contents changed with it: still no `default` in the plan.
+    writeFile(s.dir + "/gen2/etc/s6/sv/default/contents", "webapp-srv\nnginx-srv\nsetup\n");
+    after = manager->inventory(s.dir + "/gen2");
+    CHECK(diffProfiles(*before, *after).describe() == "-cron ~webapp =nginx =setup");
+}
+
+TEST_CASE("s6-rc plan: the pipeline files name the process, the -srv and -log suffixes only when there are none", "[s6][plan]") {
+    Scratch s;
+    std::string sv = s.dir + "/profile/etc/s6/sv";
+    // A pipeline of three, named by its last consumer, whatever the services are called.
+    define(sv, "reader", {{"type", "longrun\n"}, {"run", "r"}, {"producer-for", "filter\n"}});
+    define(sv, "filter", {{"type", "longrun\n"}, {"run", "f"}, {"producer-for", "writer\n"}, {"consumer-for", "reader\n"}});
+    define(sv, "writer", {{"type", "longrun\n"}, {"run", "w"}, {"consumer-for", "filter\n"}, {"pipeline-name", "etl\n"}});
+    // Upstream's names without the pipeline files: still one process.
+    define(sv, "api-srv", {{"type", "longrun\n"}, {"run", "a"}});
+    define(sv, "api-log", {{"type", "longrun\n"}, {"run", "l"}});
+    // A -log whose -srv is not there, a -srv producing for a logger of another name, a pipeline
+    // without pipeline-name: their own names.
+    define(sv, "orphan-log", {{"type", "longrun\n"}, {"run", "o"}});
+    define(sv, "db-srv", {{"type", "longrun\n"}, {"run", "d"}, {"producer-for", "journal\n"}});
+    define(sv, "journal", {{"type", "longrun\n"}, {"run", "j"}, {"consumer-for", "db-srv\n"}});
+    // Bundles, however they list their contents.
+    define(sv, "everything", {{"type", "bundle\n"}, {"contents", "# all of it\n  etl\napi-srv\n"}});
+    define(sv, "empty", {{"type", "bundle\n"}, {"contents", ""}});
+    Config c = s6Config(s);
+    auto snapshot = makeS6Rc(c)->inventory(s.dir + "/profile");
+    REQUIRE(snapshot);
+    CHECK(keys(*snapshot) == std::vector<std::string>{"api", "db-srv", "etl", "journal", "orphan-log"});
+    CHECK_THAT(snapshot->at("etl"), Catch::StartsWith("filter=folder:") && Catch::Contains("\nreader=folder:") &&
+                                        Catch::Contains("\nwriter=folder:"));
+}
+
+TEST_CASE("s6-rc plan: entries linked into the store, as buildEnv makes them, are identified by where they lead", "[s6][plan]") {
+    Scratch s;
+    std::string store = s.dir + "/store";
+    define(store + "/aaa-web-srv", "etc/s6/sv/web-srv", {{"type", "longrun\n"}, {"run", "v1"}, {"producer-for", "web-log\n"}});
+    define(store + "/bbb-web-srv", "etc/s6/sv/web-srv", {{"type", "longrun\n"}, {"run", "v2"}, {"producer-for", "web-log\n"}});
+    define(store + "/ccc-web-log", "etc/s6/sv/web-log",
+           {{"type", "longrun\n"}, {"run", "log"}, {"consumer-for", "web-srv\n"}, {"pipeline-name", "web\n"}});
+    for (auto [gen, srv] : {std::pair{"gen1", "aaa"}, std::pair{"gen2", "bbb"}}) {
+        fs::create_directories(s.dir + "/" + gen + "/etc/s6/sv");
+        fs::create_directory_symlink(store + "/" + srv + "-web-srv/etc/s6/sv/web-srv", s.dir + "/" + gen + "/etc/s6/sv/web-srv");
+        fs::create_directory_symlink(store + "/ccc-web-log/etc/s6/sv/web-log", s.dir + "/" + gen + "/etc/s6/sv/web-log");
+    }
+    Config c = s6Config(s);
+    auto manager = makeS6Rc(c);
+    auto gen1 = manager->inventory(s.dir + "/gen1"), gen2 = manager->inventory(s.dir + "/gen2");
+    REQUIRE(gen1);
+    REQUIRE(gen2);
+    CHECK(gen1->at("web") == "web-log=" + store + "/ccc-web-log/etc/s6/sv/web-log\nweb-srv=" + store + "/aaa-web-srv/etc/s6/sv/web-srv\n");
+    CHECK(diffProfiles(*gen1, *gen2).describe() == "~web");
+    CHECK(diffProfiles(*gen1, *manager->inventory(s.dir + "/gen1")).describe() == "=web");
+}
+
+TEST_CASE("s6-rc start steps: s6-rc-init on the database deployed last, resolved, else the boot database, else nothing", "[s6]") {
+    Scratch s;
+    Config c = s6Config(s);
+    std::string rc = c.nixproc.state_dir + "/etc/s6/rc", live = s.dir + "/run/s6-rc", scan = s.dir + "/run/service";
+    std::string boot = s.dir + "/boot/compiled";
+    auto manager = makeS6Rc(c, boot);
+    std::vector<std::string> up{"s6-rc", "-l", live, "-u", "change", "default"};
+
+    CHECK(manager->startSteps().empty()); // the first switch runs s6-rc-init itself
+
+    fs::create_directories(boot);
+    CHECK(argvs(manager->startSteps()) == std::vector<std::vector<std::string>>{{"s6-rc-init", "-c", boot, "-l", live, scan}, up});
+
+    // What the switch leaves: compiled-HASH, and `compiled` pointing at it (deploy.in:318-337).
+    fs::create_directories(rc + "/compiled-0123456789abcdefghijklmnopqrstuv");
+    fs::create_directory_symlink(rc + "/compiled-0123456789abcdefghijklmnopqrstuv", rc + "/compiled");
+    CHECK(argvs(manager->startSteps()) ==
+          std::vector<std::vector<std::string>>{{"s6-rc-init", "-c", rc + "/compiled-0123456789abcdefghijklmnopqrstuv", "-l", live, scan}, up});
+
+    // A relative link resolves as readlink -f does.
+    fs::remove(rc + "/compiled");
+    fs::create_directory_symlink("compiled-0123456789abcdefghijklmnopqrstuv", rc + "/compiled");
+    CHECK(manager->startSteps().front().argv.at(2) == rc + "/compiled-0123456789abcdefghijklmnopqrstuv");
+
+    // A link to a database that is gone: the boot database.
+    fs::remove(rc + "/compiled");
+    fs::create_directory_symlink(rc + "/compiled-gone", rc + "/compiled");
+    CHECK(manager->startSteps().front().argv.at(2) == boot);
+
+    CHECK(manager->stopSteps().empty()); // no live state: nothing to take down
+    fs::create_directories(s.dir + "/run/s6-rc:s6-rc-init:abcdef");
+    fs::create_directory_symlink("s6-rc:s6-rc-init:abcdef", live);
+    CHECK(argvs(manager->stopSteps()) == std::vector<std::vector<std::string>>{{"s6-rc", "-l", live, "-bDa", "change"}});
+    // A live state still there at start (an s6-svscan already ran on the scan folder): kept, no s6-rc-init.
+    CHECK(argvs(manager->startSteps()) == std::vector<std::vector<std::string>>{up});
+}
+
+TEST_CASE("s6-rc exports no environment to its switch: no upstream tool reads S6_RC_LIVE_DIR or S6_SCAN_DIR", "[s6]") {
+    Scratch s;
+    Config c = s6Config(s);
+    auto manager = makeS6Rc(c);
+    CHECK(manager->deployEnvironment().empty());
+    CHECK(manager->command() == std::vector<std::string>{"s6-svscan", s.dir + "/run/service"});
+}
+
+TEST_CASE("s6-rc: what a previous run left in the runtime folder is cleared, and nothing else", "[s6]") {
+    Scratch s;
+    std::string run = s.dir + "/run", scan = run + "/service", live = run + "/s6-rc";
+    auto make = [&] { // again in a section: what is still there stays
+        std::error_code exists;
+        fs::create_directories(scan + "/.s6-svscan");
+        fs::create_directories(run + "/s6-rc:s6-rc-update:Kgyneu/servicedirs/web-srv/supervise");
+        ::mkfifo((run + "/s6-rc:s6-rc-update:Kgyneu/servicedirs/web-srv/supervise/control").c_str(), 0600);
+        fs::create_directories(run + "/s6-rc:s6-rc-init:HthBlS/servicedirs"); // a failed s6-rc-init's leftover
+        fs::create_directory_symlink("s6-rc:s6-rc-update:Kgyneu", live, exists);
+        for (auto n : {"web-srv", "web-log", "gone"}) fs::create_directory_symlink(live + "/servicedirs/" + n, scan + "/" + n, exists);
+        // Not s6-rc's: a service of the image's own, a link elsewhere, another runtime folder.
+        fs::create_directories(scan + "/logger");
+        fs::create_directories(s.dir + "/elsewhere/cron");
+        fs::create_directory_symlink(s.dir + "/elsewhere/cron", scan + "/cron", exists);
+        fs::create_directories(run + "/s6-rc-other");
+    };
+    make();
+    auto cleared = clearPreviousS6RcRun(scan, live);
+    CHECK(cleared.errors.empty());
+    CHECK(cleared.removed.size() == 6);
+    for (auto n : {"web-srv", "web-log", "gone"}) CHECK_FALSE(fs::exists(fs::symlink_status(scan + "/" + n)));
+    CHECK_FALSE(fs::exists(fs::symlink_status(live)));
+    CHECK_FALSE(fs::exists(run + "/s6-rc:s6-rc-update:Kgyneu"));
+    CHECK_FALSE(fs::exists(run + "/s6-rc:s6-rc-init:HthBlS"));
+    for (auto kept : {scan + "/.s6-svscan", scan + "/logger", scan + "/cron", run + "/s6-rc-other", s.dir + "/elsewhere/cron"})
+        CHECK(fs::exists(kept));
+
+    SECTION("the live folder named through a linked parent, as /var/run/s6-rc for /run/s6-rc") {
+        fs::create_directory_symlink(run, s.dir + "/var-run");
+        make();
+        REQUIRE(fs::read_symlink(scan + "/web-srv").string() == live + "/servicedirs/web-srv");
+        CHECK(clearPreviousS6RcRun(scan, s.dir + "/var-run/s6-rc").removed.size() == 6);
+        CHECK_FALSE(fs::exists(fs::symlink_status(scan + "/web-srv")));
+        CHECK(fs::exists(scan + "/cron"));
+    }
+    SECTION("an s6-svscan reading the scan folder's control FIFO: its live state is current, nothing is touched") {
+        make();
+        REQUIRE(::mkfifo((scan + "/.s6-svscan/control").c_str(), 0600) == 0);
+        int reader = ::open((scan + "/.s6-svscan/control").c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+        REQUIRE(reader >= 0);
+        CHECK(clearPreviousS6RcRun(scan, live).removed.empty());
+        CHECK(fs::is_symlink(live));
+        CHECK(fs::is_symlink(scan + "/web-srv"));
+        ::close(reader);
+        CHECK(clearPreviousS6RcRun(scan, live).removed.size() == 6); // the FIFO without a reader: s6-svscan is gone
+    }
+}
