@@ -68,10 +68,12 @@ struct Init::Loop {
     int run() {
         if (!becomeSubreaper()) return exit_code::kInternal;
         router.emplace(io, signals.blocked(), [this](const ReceivedSignal& s) { onSignal(s); });
+        // Asked before the manager starts: a probe may then tell what was already there (a previous run's pidfile).
+        auto ready = manager.readiness();
         if (!startMainChild()) return exit_code;
         leaveStartFolder();
         startDeployer();
-        if (auto ready = manager.readiness()) awaitReady(*ready, Clock::now(), milliseconds(10));
+        if (ready) awaitReady(*ready, Clock::now(), milliseconds(10));
         else runStartSteps();
         io.run();
         return exit_code;
@@ -147,28 +149,33 @@ struct Init::Loop {
         });
     }
 
+    // A failed step is never "started": the deployer still runs (a switch may repair it).
     void runStartSteps() {
-        runSteps(manager.startSteps(), 0, config.manager.step_timeout, ++sequence, [this] {
-            spdlog::log(lifecycleLevel(), "{} started", manager.name());
+        auto steps = manager.startSteps();
+        runSteps(steps, 0, config.manager.step_timeout, ++sequence, [this, total = steps.size()](std::size_t failed) {
+            if (failed == 0) spdlog::log(lifecycleLevel(), "{} started", manager.name());
+            else spdlog::error("{} did not start: {} of {} start steps failed", manager.name(), failed, total);
             if (deployer) deployer->managerReady();
         });
     }
 
     // One step at a time; a failed step is logged and the next one runs (one broken rc script
-    // must not keep the others down). A newer sequence (the stop steps) supersedes an older one.
-    void runSteps(std::vector<Step> steps, std::size_t next, milliseconds timeout, unsigned seq, std::function<void()> then) {
+    // must not keep the others down), and counted for `then`. A newer sequence (the stop steps)
+    // supersedes an older one.
+    void runSteps(std::vector<Step> steps, std::size_t next, milliseconds timeout, unsigned seq,
+                  std::function<void(std::size_t failed)> then, std::size_t failed = 0) {
         if (seq != sequence) return;
-        if (next >= steps.size()) return then();
+        if (next >= steps.size()) return then(failed);
         Step s = steps[next];
         // A step's purpose is services (an rc script's start): a successful one keeps its group.
         step = ChildJob::start(io, spawner, reaper,
                                {.argv = s.argv, .log_prefix = s.label + " |", .timeout = timeout, .keep_group_on_success = true},
-                               [this, steps = std::move(steps), next, timeout, seq, then, label = s.label](const JobResult& r) {
+                               [this, steps = std::move(steps), next, timeout, seq, then, failed, label = s.label](const JobResult& r) {
                                    if (!r.ok()) spdlog::error("{}: {}", label, r.description);
                                    else spdlog::debug("{}: {}", label, r.description);
                                    if (seq != sequence) return;
                                    step.reset();
-                                   runSteps(std::move(steps), next + 1, timeout, seq, then);
+                                   runSteps(std::move(steps), next + 1, timeout, seq, then, failed + (r.ok() ? 0 : 1));
                                });
     }
 
@@ -251,7 +258,7 @@ struct Init::Loop {
         if (step) step->stop(); // a start step still running: cut short
         stopping_steps = true;
         auto remaining = std::chrono::duration_cast<milliseconds>(grace_end - Clock::now());
-        runSteps(manager.stopSteps(), 0, std::min<milliseconds>(config.manager.step_timeout, remaining), ++sequence, [this] {
+        runSteps(manager.stopSteps(), 0, std::min<milliseconds>(config.manager.step_timeout, remaining), ++sequence, [this](std::size_t) {
             stopping_steps = false;
             if (main_pid >= 0 && !main_status) return forward(*stop_signal);
             if (!main_status) main_status = 0; // no main child: the daemons left are stopped as leftovers

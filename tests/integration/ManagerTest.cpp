@@ -1,12 +1,13 @@
 // The process managers under nixproc-init as PID 1: real supervisord, real s6-svscan (with
-// stand-ins for s6-rc, not packaged for Debian 12), rc scripts that daemonize through the real
-// start-stop-daemon, disnix through a stand-in; and configuration errors.
+// stand-ins for s6-rc, not packaged for Debian 12: tests/standins/s6-rc*), rc scripts that
+// daemonize through the real start-stop-daemon, disnix through a stand-in; and configuration errors.
 #include "process/Children.hpp"
 #include "support/Harness.hpp"
 
 #include <algorithm>
 #include <catch2/catch.hpp>
 #include <csignal>
+#include <filesystem>
 #include <set>
 #include <sys/stat.h>
 
@@ -77,13 +78,22 @@ TEST_CASE("supervisord stuck on a program that ignores SIGTERM is killed at the 
     CHECK_THAT(readFile(t / "stubborn.out"), Catch::Contains("got 15")); // supervisord did ask it
 }
 
-TEST_CASE("s6-rc: s6-svscan supervises, s6-rc brings the longruns up and down, the grace bounds a stuck one", "[managers][s6]") {
+TEST_CASE("s6-rc: s6-svscan supervises, the database deployed last comes up, s6-rc takes it down, the grace bounds a stuck one",
+          "[managers][s6]") {
     TempDir t;
-    auto db = "profile/etc/s6/rc/compiled/servicedirs/";
-    t.write(db + std::string("stubborn/run"), "#!/bin/sh\nexec " + testkit() + " stubborn\n", 0755);
-    t.write("scan/.keep", "");
-    auto yaml = t.write("init.yaml", isolated(t) + "process_manager: s6-rc\nmanager:\n  scan_dir: " +
-                                         t / "scan" + "\n  live_dir: " + t / "live" + "\nshutdown:\n  grace_s: 3\n");
+    // A database where nixproc-s6-rc-switch leaves it (nixproc-s6-rc-deploy.in:314-337): compiled
+    // by s6-rc-compile into STATE/etc/s6/rc/compiled-HASH, with the `compiled` link to it.
+    t.write("sv/stubborn/type", "longrun\n");
+    t.write("sv/stubborn/run", "#!/bin/sh\nexec " + testkit() + " stubborn\n", 0755);
+    t.write("sv/default/type", "bundle\n");
+    t.write("sv/default/contents", "stubborn\n");
+    std::string rc = t / "var/etc/s6/rc", db = rc + "/compiled-0123456789abcdefghijklmnopqrstuv";
+    std::filesystem::create_directories(rc);
+    Child compile({std::string(STANDINS_DIR) + "/s6-rc-compile", db, t / "sv"});
+    REQUIRE(compile.wait() == 0);
+    std::filesystem::create_directory_symlink(db, rc + "/compiled");
+    auto yaml = t.write("init.yaml", isolated(t) + "process_manager: s6-rc\nnixproc:\n  state_dir: " + t / "var" +
+                                         "\nshutdown:\n  grace_s: 3\n");
     Child c(init({"-c", yaml}), {.env = {pathWithStandins(), "NIXPROC_STANDIN_LOG=" + t / "calls"}});
     REQUIRE(c.readLine() == "ready"); // the longrun, through s6-supervise's stdout (the init's)
     REQUIRE(c.expectLog("s6-rc started"));
@@ -91,9 +101,24 @@ TEST_CASE("s6-rc: s6-svscan supervises, s6-rc brings the longruns up and down, t
     CHECK(c.readLine() == "got 15"); // s6-rc -bDa change: s6-supervise sent SIGTERM
     CHECK(c.wait() == 128 + SIGKILL);  // s6-svscan waited on it for ever: the init's grace ended it
     CHECK_THAT(c.stderrText(), Catch::Contains("grace of 3 s is over"));
-    CHECK(readFile(t / "calls") == "s6-rc-init -c " + t / "profile/etc/s6/rc/compiled" + " -l " + t / "live" + " " +
-                                        t / "scan" + "\ns6-rc -l " + t / "live" + " -u change default\ns6-rc -l " +
-                                        t / "live" + " -da change \n");
+    std::string live = t / "var/run/s6-rc", scan = t / "var/run/service";
+    CHECK(readFile(t / "calls") == "s6-rc-init -c " + db + " -l " + live + " " + scan + "\ns6-rc -l " + live +
+                                        " -u change default\ns6-rc -l " + live + " -bDa change\n");
+}
+
+TEST_CASE("s6-rc: a start step that fails is reported, never as started", "[managers][s6]") {
+    TempDir t;
+    // `compiled` leads to a folder that is no database: s6-rc-init fails, and so does s6-rc.
+    std::string rc = t / "var/etc/s6/rc";
+    std::filesystem::create_directories(rc + "/compiled-broken");
+    std::filesystem::create_directory_symlink(rc + "/compiled-broken", rc + "/compiled");
+    auto yaml = t.write("init.yaml", isolated(t) + "process_manager: s6-rc\nnixproc:\n  state_dir: " + t / "var" + "\n");
+    Child c(init({"-c", yaml}), {.env = {pathWithStandins()}});
+    REQUIRE(c.expectLog("s6-rc did not start: 2 of 2 start steps failed", 30s, {"s6-rc started"}));
+    CHECK_THAT(c.stderrText(), Catch::Contains("s6-rc-init: exited with status 111"));
+    REQUIRE(::kill(namespaceInit(c.pid()), SIGTERM) == 0);
+    CHECK(c.wait() == 0);
+    CHECK_THAT(c.stderrText(), !Catch::Contains("s6-rc started"));
 }
 
 TEST_CASE("sysvinit: rc scripts start in S order, their daemons are adopted, stop runs in reverse", "[managers][sysvinit]") {
@@ -122,17 +147,81 @@ TEST_CASE("sysvinit: rc scripts start in S order, their daemons are adopted, sto
     CHECK_THAT(c.stderrText(), !Catch::Contains("SIGKILL"));
 }
 
-TEST_CASE("disnix: the profile's manifest is activated at start and deactivated at stop", "[managers][disnix]") {
+namespace {
+
+// Disnix's coordinator profile, where nixproc-init reads it: the test's own folder is bound over
+// /nix/var/nix/profiles/per-user in the init's mount namespace.
+const std::string kDisnixCoordinator = "/nix/var/nix/profiles/per-user/root/disnix-coordinator/default";
+
+struct DisnixImage {
     TempDir t;
-    auto manifest = t.write("profile/manifest.xml", "<manifest>\n<!-- process: sleep 1003 -->\n</manifest>\n");
-    auto yaml = t.write("init.yaml", isolated(t) + "process_manager: disnix\n");
-    Child c(init({"-c", yaml}), {.env = {pathWithStandins(), "NIXPROC_STANDIN_LOG=" + t / "calls"}});
-    REQUIRE(c.expectLog("disnix started"));
-    REQUIRE(::kill(namespaceInit(c.pid()), SIGTERM) == 0);
-    CHECK(c.wait() == 0);
-    auto empty = t / "state/disnix-empty-manifest.xml";
-    CHECK(readFile(t / "calls") == "disnix-activate -o " + empty + " " + manifest + "\ndisnix-activate -o " + manifest + " " + empty + "\n");
-    CHECK_THAT(c.stderrText(), Catch::Contains("stopping the processes left behind")); // the sleep it started
+    Fifo up{t / "up"};
+
+    // The coordinator profile: a link to `manifest`, as nix-env leaves it pointing into the store.
+    void deploy(const std::string& manifest) const {
+        auto file = t.write("store/manifest.xml", manifest);
+        std::filesystem::create_directories(t / "per-user/root/disnix-coordinator");
+        std::filesystem::create_symlink(file, t / "per-user/root/disnix-coordinator/default");
+    }
+
+    // A package as create-process-script.nix makes one (etc/dysnomia/process/NAME) whose process
+    // says "up" and, on SIGTERM, "stopped" in the FIFO; in a manifest as generatemanifest.xsl
+    // writes it (tests/fixtures/upstream/disnix), mapped to the localhost target.
+    std::string manifest(const std::string& version_attribute = " version=\"2\"") const {
+        auto process = t.write("sleeper.sh", "#!/bin/sh\nchild=\ntrap 'kill $child; echo stopped > " + t / "up" +
+                                                 "; exit 0' TERM\nsleep 1003 &\nchild=$!\necho up > " + t / "up" + "\nwait\n",
+                               0755);
+        t.write("pkg/sleeper/etc/dysnomia/process/sleeper", "process=" + process + "\npidFile=" + t / "sleeper.pid\n");
+        return "<?xml version=\"1.0\"?>\n\n  <manifest" + version_attribute +
+               "><profiles/><services><service name=\"0f1e\"><name>sleeper</name><pkg>" + t / "pkg/sleeper" +
+               "</pkg><type>process</type><dependsOn/><connectsTo/><providesContainers/></service></services>"
+               "<infrastructure><target name=\"localhost\"><properties type=\"attrs\"><property name=\"hostname\" "
+               "type=\"string\">localhost</property></properties><containers/><system>x86_64-linux</system>"
+               "<numOfCores>1</numOfCores><clientInterface>disnix-run-activity</clientInterface><targetProperty>hostname"
+               "</targetProperty></target></infrastructure><serviceMappings><mapping><container>process</container>"
+               "<service>0f1e</service><target>localhost</target></mapping></serviceMappings><snapshotMappings/></manifest>\n";
+    }
+
+    std::unique_ptr<Child> boot() const {
+        auto yaml = t.write("init.yaml", "process_manager: disnix\nprocesses: " + t / "nixproc/processes.nix" +
+                                             "\nstate_dir: " + t / "state" + "\nbootstrap:\n  channel: \"\"\n");
+        return std::make_unique<Child>(
+            inPidNamespaceWithBind(t / "per-user", "/nix/var/nix/profiles/per-user", {initBinary(), "-c", yaml}),
+            Options{.env = {pathWithStandins(), "NIXPROC_STANDIN_LOG=" + t / "calls"}});
+    }
+};
+
+} // namespace
+
+TEST_CASE("disnix: the coordinator manifest is activated from an empty one at start and deactivated to it at stop",
+          "[managers][disnix]") {
+    DisnixImage image;
+    image.deploy(image.manifest());
+    auto c = image.boot();
+    CHECK(image.up.readLine() == "up"); // Dysnomia's process module started it
+    REQUIRE(c->expectLog("disnix started"));
+    REQUIRE(::kill(namespaceInit(c->pid()), SIGTERM) == 0);
+    CHECK(image.up.readLine() == "stopped"); // and the stop step's deactivation stopped it
+    CHECK(c->wait() == 0);
+    auto empty = image.t / "state/disnix-empty-manifest.xml";
+    CHECK(readFile(image.t / "calls") == "disnix-activate -o " + empty + " " + kDisnixCoordinator + "\ndisnix-activate -o " +
+                                             kDisnixCoordinator + " " + empty + "\n");
+    CHECK_THAT(c->stderrText(), !Catch::Contains("stopping the processes left behind"));
+}
+
+TEST_CASE("disnix: a coordinator profile that is not a version 2 manifest is named in the log and nothing is activated",
+          "[managers][disnix]") {
+    DisnixImage image;
+    image.deploy(image.manifest(""));
+    auto c = image.boot();
+    REQUIRE(c->expectLog("disnix started"));
+    CHECK_THAT(c->stderrText(), Catch::Contains("disnix: " + kDisnixCoordinator + " (-> " + image.t / "store/manifest.xml" +
+                                                "): not a Disnix manifest"));
+    CHECK_THAT(c->stderrText(), Catch::Contains("not activating it"));
+    REQUIRE(::kill(namespaceInit(c->pid()), SIGTERM) == 0);
+    CHECK(c->wait() == 0);
+    CHECK_THAT(c->stderrText(), Catch::Contains("not deactivating it"));
+    CHECK_FALSE(std::filesystem::exists(image.t / "calls")); // disnix-activate never ran
 }
 
 TEST_CASE("a COMMAND replaces the manager's own command", "[managers]") {
@@ -183,7 +272,7 @@ TEST_CASE("configuration and manager errors: a clear message and no start", "[ma
     CHECK(code == 127);
     CHECK_THAT(err, Catch::Contains("supervisord: cannot run no-such-supervisord: No such file or directory"));
 
-    std::tie(code, err) = run("process_manager: s6-rc\nmanager:\n  scan_dir: " + t / "scan" + "\n", {"PATH=/usr/bin:/bin"});
+    std::tie(code, err) = run("process_manager: s6-rc\nnixproc:\n  state_dir: " + t / "var" + "\n", {"PATH=/usr/bin:/bin"});
     CHECK(code == 127);
     CHECK_THAT(err, Catch::Contains("s6-rc: cannot run s6-rc: No such file or directory"));
 }
