@@ -238,6 +238,14 @@ std::vector<std::string> inPidNamespace(std::vector<std::string> command) {
     return argv;
 }
 
+std::vector<std::string> inPidNamespaceWithBind(const std::string& source, const std::string& target,
+                                                std::vector<std::string> command) {
+    std::vector<std::string> argv{"/bin/sh", "-c", "mount --bind \"$1\" \"$2\" || exit 125; shift 2; exec \"$@\"", "bind",
+                                  source, target};
+    argv.insert(argv.end(), command.begin(), command.end());
+    return inPidNamespace(std::move(argv));
+}
+
 pid_t namespaceInit(pid_t unshare_pid) {
     auto children = nixproc::childrenOf(unshare_pid);
     if (children.size() != 1) throw std::runtime_error("unshare has " + std::to_string(children.size()) + " children");

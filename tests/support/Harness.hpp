@@ -70,6 +70,12 @@ const std::string& testkit();
 // unshare --pid --fork --mount-proc CMD...: CMD becomes PID 1 of a new PID namespace.
 std::vector<std::string> inPidNamespace(std::vector<std::string> command);
 
+// inPidNamespace(command), with `source` bind-mounted over `target` first, in the namespace's own
+// mount namespace (--mount-proc makes one, with private propagation): the command, still the
+// namespace's PID 1 (exec), sees `source` at `target`; the host's `target` is untouched.
+std::vector<std::string> inPidNamespaceWithBind(const std::string& source, const std::string& target,
+                                                std::vector<std::string> command);
+
 // The pid, seen from outside, of the one process unshare forked (the namespace's PID 1).
 pid_t namespaceInit(pid_t unshare_pid);
 
