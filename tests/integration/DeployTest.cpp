@@ -37,7 +37,8 @@ struct Container {
     std::unique_ptr<Child> init;
     int debounce_ms = 100; // short, so the tests run fast; the storm test uses the default
     std::string state_dir = t / "state";
-    std::string switch_command = "[nixproc-sysvinit-switch, --profile, " + t / "profile" + "]";
+    // The init tells it the profile as upstream's switch takes it: -p profile, NIX_USER_PROFILE_DIR=t.
+    std::string switch_command = "[nixproc-sysvinit-switch]";
     std::string deploy_extra; // more keys of the deploy section
     std::string manager = "sysvinit";
 
@@ -566,7 +567,8 @@ TEST_CASE("a deployment that timed out is tried again after a backoff, and one k
                                                "  touch " + c.t / "tried" + "; echo hanging; exec sleep 1000\n"
                                                "fi\n"
                                                "exec nixproc-sysvinit-switch \"$@\"\n", 0755);
-            c.switch_command = "[" + wrapper + ", --profile, " + c.t / "profile" + "]";
+            // Not named nixproc-*-switch, it gets the environment (NIX_USER_PROFILE_DIR) but no options.
+            c.switch_command = "[" + wrapper + ", -p, profile]";
             c.deploy_extra = std::string(style == "timed out" ? "  timeout_s: 1\n" : "") + "  retries: 2\n  retry_backoff_s: 1\n";
             c.start("shutdown:\n  grace_s: 1\n");
             REQUIRE(c.init->expectLog("deploy #1 | hanging"));
