@@ -6,11 +6,13 @@
 #include "init/Init.hpp"
 #include "log/Log.hpp"
 #include "manager/ProcessManager.hpp"
+#include "manager/UpstreamCommand.hpp"
 #include "process/ExitStatus.hpp"
 #include "process/Signals.hpp"
 
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <iterator>
@@ -110,6 +112,12 @@ int main(int argc, char** argv) {
     try {
         config = loadConfig(cli, environmentMap(environ));
         manager = makeProcessManager(config);
+        // An upstream image's Cmd as COMMAND would do the init's work a second time (or cannot
+        // run under it at all): refused before anything runs, and by the check too.
+        if (std::string refusal = upstreamCommandRefusal(config, std::getenv("PATH")); !refusal.empty()) {
+            spdlog::error("{}", refusal);
+            return exit_code::kUsage;
+        }
         if (cli.check_config) {
             std::fputs(renderConfig(config).c_str(), stdout);
             return 0;
