@@ -21,6 +21,8 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <fmt/format.h>
+#include <functional>
 #include <spdlog/spdlog.h>
 
 namespace nixproc {
@@ -66,7 +68,8 @@ std::string firstName(const std::string& path) {
 }
 
 // What a definition that is a folder of its own (not a link into the store, as buildEnv makes
-// them) holds: its files' identities, bounded.
+// them) holds: its files' identities, bounded, each kept as a hash (a file's identity is its
+// whole content, up to readRegularFile's cap).
 std::string folderIdentity(const fs::path& folder) {
     std::vector<std::string> parts;
     std::error_code ec;
@@ -74,7 +77,8 @@ std::string folderIdentity(const fs::path& folder) {
     for (std::size_t n = 0; !ec && it != fs::recursive_directory_iterator() && n < 256; it.increment(ec), ++n) {
         if (it.depth() > 8) it.disable_recursion_pending();
         if (it->is_directory(ec) && !it->is_symlink(ec)) continue;
-        parts.push_back(fs::relative(it->path(), folder, ec).string() + "=" + entryIdentity(it->path().string()));
+        parts.push_back(fs::relative(it->path(), folder, ec).string() + "=" +
+                        fmt::format("{:016x}", std::hash<std::string>{}(entryIdentity(it->path().string()))));
     }
     std::sort(parts.begin(), parts.end());
     std::string out = "folder:";
@@ -261,24 +265,26 @@ ClearedS6RcRun clearPreviousS6RcRun(const std::string& scan_dir, const std::stri
     auto parent = fs::weakly_canonical(live.parent_path(), ec);
     if (!ec && parent / live.filename() != live) spellings.push_back((parent / live.filename()).string());
 
-    auto remove = [&](const fs::path& p) {
-        std::error_code rm;
-        fs::remove_all(p, rm); // a link itself, never what it points to
-        if (rm) cleared.errors.push_back(p.string() + ": " + rm.message());
-        else cleared.removed.push_back(p.string());
-    };
+    std::vector<fs::path> stale;
     for (const auto& e : fs::directory_iterator(scan_dir, ec)) {
         std::error_code le;
         if (e.path().filename().string().starts_with(".") || !e.is_symlink(le)) continue;
         auto target = fs::read_symlink(e.path(), le);
-        if (!le && inLiveState(target.string(), spellings)) remove(e.path());
+        if (!le && inLiveState(target.string(), spellings)) stale.push_back(e.path());
     }
     // The live link, the folder it names and any other live:s6-rc-init:XXXXXX or
-    // live:s6-rc-update:XXXXXX folder (a failed s6-rc-init removes the link and leaves the old one).
+    // live:s6-rc-update:XXXXXX folder (a failed s6-rc-init removes the link and leaves the old
+    // one). Without an s6-svscan, no live state is current.
     const std::string base = live.filename().string();
     for (const auto& e : fs::directory_iterator(live.parent_path(), ec)) {
         std::string name = e.path().filename().string();
-        if (name == base || name.starts_with(base + ":s6-rc-")) remove(e.path());
+        if (name == base || name.starts_with(base + ":s6-rc-")) stale.push_back(e.path());
+    }
+    for (const auto& p : stale) {
+        std::error_code rm;
+        fs::remove_all(p, rm); // a link itself, never what it points to
+        if (rm) cleared.errors.push_back(p.string() + ": " + rm.message());
+        else cleared.removed.push_back(p.string());
     }
     if (!cleared.removed.empty())
         spdlog::info("s6-rc: cleared what a previous run left: {} entries in {} and {}", cleared.removed.size(), scan_dir,
