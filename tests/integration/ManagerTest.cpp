@@ -147,17 +147,81 @@ TEST_CASE("sysvinit: rc scripts start in S order, their daemons are adopted, sto
     CHECK_THAT(c.stderrText(), !Catch::Contains("SIGKILL"));
 }
 
-TEST_CASE("disnix: the profile's manifest is activated at start and deactivated at stop", "[managers][disnix]") {
+namespace {
+
+// Disnix's coordinator profile, where nixproc-init reads it: the test's own folder is bound over
+// /nix/var/nix/profiles/per-user in the init's mount namespace.
+const std::string kDisnixCoordinator = "/nix/var/nix/profiles/per-user/root/disnix-coordinator/default";
+
+struct DisnixImage {
     TempDir t;
-    auto manifest = t.write("profile/manifest.xml", "<manifest>\n<!-- process: sleep 1003 -->\n</manifest>\n");
-    auto yaml = t.write("init.yaml", isolated(t) + "process_manager: disnix\n");
-    Child c(init({"-c", yaml}), {.env = {pathWithStandins(), "NIXPROC_STANDIN_LOG=" + t / "calls"}});
-    REQUIRE(c.expectLog("disnix started"));
-    REQUIRE(::kill(namespaceInit(c.pid()), SIGTERM) == 0);
-    CHECK(c.wait() == 0);
-    auto empty = t / "state/disnix-empty-manifest.xml";
-    CHECK(readFile(t / "calls") == "disnix-activate -o " + empty + " " + manifest + "\ndisnix-activate -o " + manifest + " " + empty + "\n");
-    CHECK_THAT(c.stderrText(), Catch::Contains("stopping the processes left behind")); // the sleep it started
+    Fifo up{t / "up"};
+
+    // The coordinator profile: a link to `manifest`, as nix-env leaves it pointing into the store.
+    void deploy(const std::string& manifest) const {
+        auto file = t.write("store/manifest.xml", manifest);
+        std::filesystem::create_directories(t / "per-user/root/disnix-coordinator");
+        std::filesystem::create_symlink(file, t / "per-user/root/disnix-coordinator/default");
+    }
+
+    // A package as create-process-script.nix makes one (etc/dysnomia/process/NAME) whose process
+    // says "up" and, on SIGTERM, "stopped" in the FIFO; in a manifest as generatemanifest.xsl
+    // writes it (tests/fixtures/upstream/disnix), mapped to the localhost target.
+    std::string manifest(const std::string& version_attribute = " version=\"2\"") const {
+        auto process = t.write("sleeper.sh", "#!/bin/sh\nchild=\ntrap 'kill $child; wait $child; echo stopped > " + t / "up" +
+                                                 "; exit 0' TERM\nsleep 1003 &\nchild=$!\necho up > " + t / "up" + "\nwait\n",
+                               0755);
+        t.write("pkg/sleeper/etc/dysnomia/process/sleeper", "process=" + process + "\npidFile=" + t / "sleeper.pid\n");
+        return "<?xml version=\"1.0\"?>\n\n  <manifest" + version_attribute +
+               "><profiles/><services><service name=\"0f1e\"><name>sleeper</name><pkg>" + t / "pkg/sleeper" +
+               "</pkg><type>process</type><dependsOn/><connectsTo/><providesContainers/></service></services>"
+               "<infrastructure><target name=\"localhost\"><properties type=\"attrs\"><property name=\"hostname\" "
+               "type=\"string\">localhost</property></properties><containers/><system>x86_64-linux</system>"
+               "<numOfCores>1</numOfCores><clientInterface>disnix-run-activity</clientInterface><targetProperty>hostname"
+               "</targetProperty></target></infrastructure><serviceMappings><mapping><container>process</container>"
+               "<service>0f1e</service><target>localhost</target></mapping></serviceMappings><snapshotMappings/></manifest>\n";
+    }
+
+    std::unique_ptr<Child> boot() const {
+        auto yaml = t.write("init.yaml", "process_manager: disnix\nprocesses: " + t / "nixproc/processes.nix" +
+                                             "\nstate_dir: " + t / "state" + "\nbootstrap:\n  channel: \"\"\n");
+        return std::make_unique<Child>(
+            inPidNamespaceWithBind(t / "per-user", "/nix/var/nix/profiles/per-user", {initBinary(), "-c", yaml}),
+            Options{.env = {pathWithStandins(), "NIXPROC_STANDIN_LOG=" + t / "calls"}});
+    }
+};
+
+} // namespace
+
+TEST_CASE("disnix: the coordinator manifest is activated from an empty one at start and deactivated to it at stop",
+          "[managers][disnix]") {
+    DisnixImage image;
+    image.deploy(image.manifest());
+    auto c = image.boot();
+    CHECK(image.up.readLine() == "up"); // Dysnomia's process module started it
+    REQUIRE(c->expectLog("disnix started"));
+    REQUIRE(::kill(namespaceInit(c->pid()), SIGTERM) == 0);
+    CHECK(image.up.readLine() == "stopped"); // and the stop step's deactivation stopped it
+    CHECK(c->wait() == 0);
+    auto empty = image.t / "state/disnix-empty-manifest.xml";
+    CHECK(readFile(image.t / "calls") == "disnix-activate -o " + empty + " " + kDisnixCoordinator + "\ndisnix-activate -o " +
+                                             kDisnixCoordinator + " " + empty + "\n");
+    CHECK_THAT(c->stderrText(), !Catch::Contains("stopping the processes left behind"));
+}
+
+TEST_CASE("disnix: a coordinator profile that is not a version 2 manifest is named in the log and nothing is activated",
+          "[managers][disnix]") {
+    DisnixImage image;
+    image.deploy(image.manifest(""));
+    auto c = image.boot();
+    REQUIRE(c->expectLog("disnix started"));
+    CHECK_THAT(c->stderrText(), Catch::Contains("disnix: " + kDisnixCoordinator + " (-> " + image.t / "store/manifest.xml" +
+                                                "): not a Disnix manifest"));
+    CHECK_THAT(c->stderrText(), Catch::Contains("not activating it"));
+    REQUIRE(::kill(namespaceInit(c->pid()), SIGTERM) == 0);
+    CHECK(c->wait() == 0);
+    CHECK_THAT(c->stderrText(), Catch::Contains("not deactivating it"));
+    CHECK_FALSE(std::filesystem::exists(image.t / "calls")); // disnix-activate never ran
 }
 
 TEST_CASE("a COMMAND replaces the manager's own command", "[managers]") {
