@@ -61,7 +61,7 @@ std::vector<std::string> listModelFiles(const Model& model, std::string& error) 
             continue;
         }
         if (it->is_directory(ec) && !it->is_symlink(ec)) {
-            if (it.depth() + 1 >= kMaxModelDepth) it.disable_recursion_pending();
+            if (!isModelFolder(name, it.depth() + 1)) it.disable_recursion_pending();
             continue;
         }
         std::string relative = fs::relative(it->path(), model.folder(), ec).string();
@@ -104,6 +104,8 @@ void writeFileIn(int dir_fd, const std::string& relative, const std::string& con
 
 std::string Model::folder() const { return fs::path(path).parent_path().string(); }
 std::string Model::fileName() const { return fs::path(path).filename().string(); }
+
+bool isModelFolder(const std::string& name, int level) { return !isEditorFile(name) && level < kMaxModelDepth; }
 
 bool Model::isModelFile(const std::string& name) const {
     if (isEditorFile(name)) return false;

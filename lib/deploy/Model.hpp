@@ -15,7 +15,12 @@ namespace nixproc {
 // Bounds on what a model may be (PID 1 reads it into memory).
 inline constexpr std::size_t kMaxModelFiles = 1000;
 inline constexpr std::size_t kMaxModelBytes = 16 * 1024 * 1024;
-inline constexpr int kMaxModelDepth = 8;
+inline constexpr int kMaxModelDepth = 8; // names in a model file's path below the folder
+
+// Whether a sub-folder `level` folders below the model's folder (1 for services/) is read as part
+// of the model: not hidden nor an editor's (.git, #x#, x~), and within kMaxModelDepth. The reader
+// and the watcher both ask this, so that what is watched is what is read.
+bool isModelFolder(const std::string& name, int level);
 
 struct ModelSnapshot {
     std::vector<std::pair<std::string, std::string>> files; // path relative to the folder → content, sorted
