@@ -2,13 +2,14 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
-#include <boost/asio/steady_timer.hpp>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <fmt/ranges.h>
+#include <deque>
 #include <filesystem>
+#include <fmt/ranges.h>
+#include <optional>
 #include <spdlog/spdlog.h>
 #include <sys/inotify.h>
 #include <system_error>
@@ -16,102 +17,312 @@
 
 namespace nixproc {
 
+namespace fs = std::filesystem;
+
+namespace watch {
 namespace {
+
+constexpr const char* kConfigMapData = "..data"; // the kubelet swaps this link to publish an update
+
+int levelOf(const std::string& relative) {
+    return relative.empty() ? 0 : static_cast<int>(std::count(relative.begin(), relative.end(), '/')) + 1;
+}
+
+std::string join(const std::string& relative, const std::string& name) {
+    return relative.empty() ? name : relative + "/" + name;
+}
+
+} // namespace
+
+WatchSet::WatchSet(Folders& folders, Model model, Warn warn)
+    : folders_(folders), model_(std::move(model)), warn_(std::move(warn)),
+      folder_name_(fs::path(model_.folder()).filename().string()) {}
+
+void WatchSet::start() {
+    std::string parent = fs::path(model_.folder()).parent_path().string();
+    parent_id_ = folders_.add(parent, Folders::Role::Parent);
+    if (parent_id_ < 0) warnOnce(parent, "cannot watch " + parent + ": " + std::strerror(-parent_id_));
+    rescan();
+    spdlog::debug("watching {} and {} folders below it for *.nix{}{}", model_.folder(), ids_.empty() ? 0 : ids_.size() - 1,
+                  model_.extra.empty() ? "" : " and ", fmt::join(model_.extra, ", "));
+}
+
+std::string WatchSet::absolute(const std::string& relative) const {
+    return relative.empty() ? model_.folder() : model_.folder() + "/" + relative;
+}
+
+void WatchSet::warnOnce(const std::string& folder, const std::string& message) {
+    if (warned_.size() >= kMaxModelFiles || !warned_.insert(folder).second) return;
+    warn_(message);
+}
+
+void WatchSet::warnTooDeep(const std::string& path) {
+    warnOnce(path, path + ": not watched, more than " + std::to_string(kMaxModelDepth - 1) + " folders below " + model_.folder() +
+                       ": its files are not part of the model");
+}
+
+// Crawled anew (start, overflow, the model's folder replaced): a folder still there keeps its
+// watch (inotify gives the same one back), so no event is missed while crawling.
+void WatchSet::rescan() {
+    Ids ids;
+    Paths paths;
+    full_warned_ = false; // crawled again: said again if still too many
+    crawl("", ids, paths);
+    for (const auto& [id, relative] : paths_)
+        if (!paths.contains(id)) folders_.remove(id);
+    ids_ = std::move(ids);
+    paths_ = std::move(paths);
+}
+
+bool WatchSet::crawl(const std::string& relative, Ids& ids, Paths& paths) {
+    bool found = false;
+    std::deque<std::string> queue{relative};
+    while (!queue.empty()) {
+        std::string at = std::move(queue.front());
+        queue.pop_front();
+        std::string path = absolute(at);
+        if (!ids.contains(at) && ids.size() >= kMaxModelFiles) {
+            // Breadth first: the shallow folders, where models keep their modules, are watched.
+            // Said once while the set is full, naming the first folder left out.
+            if (!full_warned_)
+                warn_(path + ": not watched, " + model_.folder() + " has more than " + std::to_string(kMaxModelFiles) +
+                      " folders; saves there are not deployed until SIGHUP");
+            full_warned_ = true;
+            break;
+        }
+        // Watched before it is listed: what is saved meanwhile is an event or in the listing.
+        int id = folders_.add(path, at.empty() ? Folders::Role::Model : Folders::Role::Sub);
+        if (id < 0) {
+            // Gone (or a symlink now) since it was listed: its parent says so in an event.
+            if (id != -ENOENT && id != -ENOTDIR)
+                warnOnce(path, "cannot watch " + path + ": " + std::strerror(-id) +
+                                   (id == -ENOSPC ? " (fs.inotify.max_user_watches)" : ""));
+            continue;
+        }
+        // A folder of the same name was there before (replaced by one moved in): its watches go.
+        if (auto before = ids.find(at); before != ids.end() && before->second != id) drop(at, ids, paths, id);
+        // The same folder under a new name (its move was lost in an overflow): the old name goes.
+        if (auto known = paths.find(id); known != paths.end() && known->second != at) drop(known->second, ids, paths, id);
+        ids[at] = id;
+        paths[id] = at;
+
+        int level = levelOf(at);
+        std::vector<std::string> subs;
+        std::error_code ec;
+        for (fs::directory_iterator it(path, ec), end; !ec && it != end; it.increment(ec)) {
+            std::string name = it->path().filename().string();
+            std::error_code type_ec;
+            if (it->symlink_status(type_ec).type() != fs::file_type::directory) {
+                found = found || (level == 0 ? model_.isModelFile(name) : name.ends_with(".nix") && model_.isModelFile(name));
+            } else if (isModelFolder(name, level + 1)) {
+                subs.push_back(join(at, name));
+            } else if (isModelFolder(name, 1)) { // not hidden: too deep
+                warnTooDeep(path + "/" + name);
+            }
+        }
+        std::sort(subs.begin(), subs.end());
+        queue.insert(queue.end(), subs.begin(), subs.end());
+    }
+    return found;
+}
+
+bool WatchSet::drop(const std::string& relative, Ids& ids, Paths& paths, int keep) {
+    auto forget = [&](Ids::iterator it) {
+        if (it->second != keep) folders_.remove(it->second);
+        paths.erase(it->second);
+        return ids.erase(it);
+    };
+    bool had = false;
+    if (auto it = ids.find(relative); it != ids.end()) {
+        forget(it);
+        had = true;
+    }
+    // Below it: "a/..." sorts together (but after "a-b", so not right after "a").
+    std::string prefix = relative.empty() ? "" : relative + "/";
+    for (auto it = ids.lower_bound(prefix); it != ids.end() && it->first.starts_with(prefix);) {
+        it = forget(it);
+        had = true;
+    }
+    return had;
+}
+
+std::string WatchSet::handle(const Event& event) {
+    using Kind = Event::Kind;
+    if (event.kind == Kind::Overflow) {
+        // Any of the lost events may have been a save, or a folder coming or going: crawl again,
+        // and let the fingerprint decide, like watchman's recrawl.
+        warn_("inotify queue overflow on " + model_.folder() + ": treating it as a change");
+        rescan();
+        return model_.folder();
+    }
+    if (event.id == parent_id_) {
+        if (event.kind == Kind::Dropped) parent_id_ = -1;
+        if (event.name != folder_name_) return "";
+        rescan(); // the model's folder came or went: watch what is there now
+        return model_.folder();
+    }
+    auto known = paths_.find(event.id);
+    if (known == paths_.end()) return ""; // the last events of a watch already dropped
+    std::string at = known->second;
+    int level = levelOf(at);
+    switch (event.kind) {
+    case Kind::Entry:
+        if (level == 0 && (event.name == kConfigMapData || model_.isModelFile(event.name))) return event.name;
+        if (level > 0 && event.name.ends_with(".nix") && model_.isModelFile(event.name)) return join(at, event.name);
+        return "";
+    case Kind::FolderIn: {
+        std::string sub = join(at, event.name);
+        if (!isModelFolder(event.name, level + 1)) {
+            if (isModelFolder(event.name, 1)) warnTooDeep(absolute(sub)); // not hidden: too deep
+            return "";
+        }
+        int before = idOf(sub);
+        // A folder created empty changes nothing; one moved in with model files does, and so
+        // does a file saved into a new folder before its watch was added (the listing finds it),
+        // and a folder moved in over one of the same name.
+        bool found = crawl(sub, ids_, paths_);
+        return found || (before >= 0 && before != idOf(sub)) ? sub + "/" : "";
+    }
+    case Kind::FolderOut: {
+        if (!isModelFolder(event.name, level + 1)) return "";
+        std::string sub = join(at, event.name);
+        // Moved away, it is no longer part of the model: its watch goes (it would follow the folder
+        // elsewhere), and if it was moved within the model, the FolderIn that follows adds it anew.
+        drop(sub, ids_, paths_);
+        return sub + "/";
+    }
+    case Kind::Gone:
+    case Kind::Dropped:
+        drop(at, ids_, paths_);
+        return at.empty() ? model_.folder() : at + "/";
+    case Kind::Overflow:
+        break;
+    }
+    return "";
+}
+
+std::vector<std::string> WatchSet::watched() const {
+    std::vector<std::string> out;
+    for (const auto& [relative, id] : ids_) out.push_back(relative);
+    return out;
+}
+
+int WatchSet::idOf(const std::string& relative) const {
+    auto it = ids_.find(relative);
+    return it == ids_.end() ? -1 : it->second;
+}
+
+QuietPeriod::QuietPeriod(boost::asio::io_context& io, std::chrono::milliseconds quiet, std::function<void()> changed)
+    : state_(std::make_shared<State>(State{std::move(changed)})), quiet_(quiet), timer_(io) {}
+
+void QuietPeriod::restart() {
+    state_->settling = true;
+    unsigned generation = ++state_->generation;
+    timer_.expires_after(quiet_);
+    timer_.async_wait([weak = std::weak_ptr<State>(state_), generation](const boost::system::error_code& ec) {
+        auto state = weak.lock();
+        if (ec || !state || state->generation != generation) return;
+        state->settling = false;
+        state->changed();
+    });
+}
+
+} // namespace watch
+
+namespace {
+
 constexpr uint32_t kFolderEvents = IN_CLOSE_WRITE | IN_MODIFY | IN_ATTRIB | IN_CREATE | IN_DELETE | IN_MOVED_FROM |
                                    IN_MOVED_TO | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR;
 constexpr uint32_t kParentEvents = IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_ONLYDIR;
-constexpr const char* kConfigMapData = "..data"; // the kubelet swaps this link to publish an update
-} // namespace
 
-struct ModelWatcher::Impl : std::enable_shared_from_this<Impl> {
-    Model model;
-    std::chrono::milliseconds debounce;
-    Changed changed;
-    boost::asio::posix::stream_descriptor fd;
-    boost::asio::steady_timer quiet;
-    std::string folder_name;
-    int folder_wd = -1, parent_wd = -1;
-    bool settling = false; // the quiet timer runs
-    alignas(inotify_event) char buffer[16 * 1024];
-
-    Impl(boost::asio::io_context& io, Model m, std::chrono::milliseconds d, Changed c)
-        : model(std::move(m)), debounce(d), changed(std::move(c)), fd(io), quiet(io) {
+// The OS adapter: inotify watches, and their events as watch::Event.
+class Inotify final : public watch::Folders {
+public:
+    explicit Inotify(boost::asio::io_context& io) : fd(io) {
         int ifd = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
         if (ifd < 0) throw std::system_error(errno, std::generic_category(), "inotify_init1");
         fd.assign(ifd);
-        std::filesystem::path folder(model.folder());
-        folder_name = folder.filename().string();
-        parent_wd = ::inotify_add_watch(ifd, folder.parent_path().c_str(), kParentEvents);
-        if (parent_wd < 0) spdlog::warn("cannot watch {}: {}", folder.parent_path().string(), std::strerror(errno));
-        watchFolder();
     }
 
-    void watchFolder() {
-        folder_wd = ::inotify_add_watch(fd.native_handle(), model.folder().c_str(), kFolderEvents);
-        if (folder_wd < 0 && errno != ENOENT)
-            spdlog::warn("cannot watch {}: {}", model.folder(), std::strerror(errno));
-        else if (folder_wd >= 0)
-            spdlog::debug("watching {} for *.nix and {}", model.folder(), fmt::join(model.extra, ", "));
+    int add(const std::string& path, Role role) override {
+        uint32_t mask = role == Role::Parent ? kParentEvents : role == Role::Model ? kFolderEvents : kFolderEvents | IN_DONT_FOLLOW;
+        int wd = ::inotify_add_watch(fd.native_handle(), path.c_str(), mask);
+        return wd >= 0 ? wd : -errno;
+    }
+
+    void remove(int id) override { ::inotify_rm_watch(fd.native_handle(), id); } // EINVAL if the kernel dropped it
+
+    // Reads every event queued, in order; returns when none is left.
+    template <typename Each>
+    void drain(Each&& each) {
+        for (;;) {
+            ssize_t n = ::read(fd.native_handle(), buffer_, sizeof buffer_);
+            if (n <= 0) return; // EAGAIN: all read
+            for (char* p = buffer_; p < buffer_ + n;) {
+                auto* e = reinterpret_cast<inotify_event*>(p);
+                p += sizeof(inotify_event) + e->len;
+                if (auto event = translate(*e)) each(*event);
+            }
+        }
+    }
+
+    boost::asio::posix::stream_descriptor fd;
+
+private:
+    static std::optional<watch::Event> translate(const inotify_event& e) {
+        using Kind = watch::Event::Kind;
+        std::string name = e.len ? e.name : "";
+        if (e.mask & IN_Q_OVERFLOW) return watch::Event{Kind::Overflow, -1, ""};
+        if (e.mask & IN_IGNORED) return watch::Event{Kind::Dropped, e.wd, ""};
+        if (e.mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_UNMOUNT)) return watch::Event{Kind::Gone, e.wd, ""};
+        if (name.empty()) return std::nullopt; // the folder's own attributes
+        if (e.mask & IN_ISDIR) {
+            if (e.mask & (IN_CREATE | IN_MOVED_TO)) return watch::Event{Kind::FolderIn, e.wd, name};
+            if (e.mask & (IN_DELETE | IN_MOVED_FROM)) return watch::Event{Kind::FolderOut, e.wd, name};
+            return std::nullopt; // a sub-folder's attributes
+        }
+        return watch::Event{Kind::Entry, e.wd, name};
+    }
+
+    alignas(inotify_event) char buffer_[16 * 1024];
+};
+
+} // namespace
+
+struct ModelWatcher::Impl : std::enable_shared_from_this<Impl> {
+    static constexpr std::size_t kMaxShown = 16; // names logged per wake-up (a storm of saves is one restart)
+    Inotify os;
+    watch::WatchSet set;
+    watch::QuietPeriod quiet;
+
+    Impl(boost::asio::io_context& io, Model model, std::chrono::milliseconds debounce, Changed changed)
+        : os(io), set(os, std::move(model), [](const std::string& message) { spdlog::warn("{}", message); }),
+          quiet(io, debounce, std::move(changed)) {
+        set.start();
     }
 
     // A completion already queued when the watcher is destroyed still runs (cancelling does not
     // recall it): handlers hold the Impl weakly and do nothing once it is gone.
     void wait() {
-        fd.async_wait(boost::asio::posix::stream_descriptor::wait_read,
-                      [weak = weak_from_this()](const boost::system::error_code& ec) {
-                          auto self = weak.lock();
-                          if (ec || !self) return;
-                          if (auto what = self->readEvents(); !what.empty()) self->restartQuietPeriod(what);
-                          self->wait();
-                      });
+        os.fd.async_wait(boost::asio::posix::stream_descriptor::wait_read,
+                         [weak = weak_from_this()](const boost::system::error_code& ec) {
+                             auto self = weak.lock();
+                             if (ec || !self) return;
+                             std::vector<std::string> saved; // what this wake-up's events changed, each once
+                             self->os.drain([&](const watch::Event& event) {
+                                 std::string what = self->set.handle(event);
+                                 if (!what.empty() && std::find(saved.begin(), saved.end(), what) == saved.end() &&
+                                     saved.size() < kMaxShown)
+                                     saved.push_back(std::move(what));
+                             });
+                             if (!saved.empty()) self->restartQuietPeriod(saved);
+                             self->wait();
+                         });
     }
 
-    // What of the model changed (a file name, or the folder), "" if nothing did.
-    std::string readEvents() {
-        std::string touched;
-        for (;;) {
-            ssize_t n = ::read(fd.native_handle(), buffer, sizeof buffer);
-            if (n <= 0) return touched;
-            for (char* p = buffer; p < buffer + n;) {
-                auto* e = reinterpret_cast<inotify_event*>(p);
-                p += sizeof(inotify_event) + e->len;
-                std::string name = e->len ? e->name : "";
-                if (e->mask & IN_Q_OVERFLOW) {
-                    // Events were dropped: any of them may have been a save, or the folder's
-                    // replacement. Watch the folder anew (the same wd if it is the same) and let
-                    // the fingerprint decide, like watchman's recrawl.
-                    spdlog::warn("inotify queue overflow on {}: treating it as a change", model.folder());
-                    watchFolder();
-                    touched = model.folder();
-                } else if (e->wd == folder_wd) {
-                    if (e->mask & IN_IGNORED) { // the folder went away
-                        folder_wd = -1;
-                        touched = model.folder();
-                    } else if (e->mask & (IN_DELETE_SELF | IN_MOVE_SELF)) {
-                        touched = model.folder();
-                    } else if (name == kConfigMapData || isModelFile(name)) {
-                        touched = name;
-                    }
-                } else if (e->wd == parent_wd && name == folder_name) {
-                    if (e->mask & (IN_CREATE | IN_MOVED_TO)) watchFolder(); // created again
-                    touched = model.folder();
-                }
-            }
-        }
-    }
-
-    bool isModelFile(const std::string& name) const { return model.isModelFile(name); }
-
-    void restartQuietPeriod(const std::string& what) {
-        spdlog::debug("{} saved: deploying after {} ms of quiet", what, debounce.count());
-        settling = true;
-        quiet.expires_after(debounce);
-        quiet.async_wait([weak = weak_from_this()](const boost::system::error_code& ec) {
-            auto self = weak.lock();
-            if (ec || !self) return;
-            self->settling = false;
-            self->changed();
-        });
+    void restartQuietPeriod(const std::vector<std::string>& saved) {
+        for (const auto& what : saved) spdlog::debug("{} saved: deploying after {} ms of quiet", what, quiet.quiet().count());
+        quiet.restart();
     }
 };
 
@@ -122,6 +333,6 @@ ModelWatcher::ModelWatcher(boost::asio::io_context& io, Model model, std::chrono
 
 ModelWatcher::~ModelWatcher() = default;
 
-bool ModelWatcher::settling() const { return impl_->settling; }
+bool ModelWatcher::settling() const { return impl_->quiet.settling(); }
 
 } // namespace nixproc

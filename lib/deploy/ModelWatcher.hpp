@@ -1,20 +1,138 @@
 #pragma once
-// inotify on the model's folder (not on its files: editors replace them), and on the folder's
-// parent (the folder itself may be removed and created again, or be a Kubernetes ConfigMap whose
-// `..data` link is swapped). Any event naming a model file starts the debounce; when the saves
-// have been quiet for debounce_ms, `changed` runs once. Editor temp and lock files never match.
-// A queue overflow (events were lost) counts as a change: the fingerprint decides.
+// Watches the model for edits, in three parts kept apart (as watchman keeps its watcher apart
+// from its settling):
+//   - the OS adapter (inotify, in the .cpp) adds and removes watches on folders and reads their
+//     events, translated into watch::Event;
+//   - watch::WatchSet decides which folders are watched and which events change the model: the
+//     model's folder (not its files: editors replace them), the folder's parent (the folder
+//     itself may be removed and created again, or be a Kubernetes ConfigMap whose `..data` link is
+//     swapped), and every sub-folder that Model::read descends into (isModelFolder: not hidden, not
+//     deeper than kMaxModelDepth), at most kMaxModelFiles folders; folders created or moved in
+//     later are added, folders removed or moved away are dropped;
+//   - watch::QuietPeriod settles: when the saves have been quiet for debounce_ms, `changed` runs
+//     once.
+// Editor temp and lock files never match. A queue overflow (events were lost) counts as a change
+// and the watch set is crawled anew: the fingerprint decides.
 #include "deploy/Model.hpp"
+
+#include <boost/asio/steady_timer.hpp>
 
 #include <chrono>
 #include <functional>
+#include <map>
 #include <memory>
+#include <set>
+#include <string>
+#include <vector>
 
 namespace boost::asio {
 class io_context;
 }
 
 namespace nixproc {
+
+namespace watch {
+
+// One thing the OS reported about a watched folder, in the watch set's terms.
+struct Event {
+    enum class Kind {
+        Entry,     // a file in the folder was written, created, removed, renamed or chmod'ed (name)
+        FolderIn,  // a sub-folder was created or moved in (name)
+        FolderOut, // a sub-folder was removed or moved away (name)
+        Gone,      // the watched folder itself was removed or moved
+        Dropped,   // the watch is no more (the kernel dropped it, or it was removed)
+        Overflow,  // events were lost (no folder)
+    };
+    Kind kind = Kind::Entry;
+    int id = -1; // the watch it came on
+    std::string name;
+};
+
+// The OS side of the watch set.
+class Folders {
+public:
+    enum class Role {
+        Parent, // the folder holding the model's folder: entries coming and going only
+        Model,  // the model's folder: may be a symlink (followed)
+        Sub,    // a sub-folder: a symlink is never followed (not a folder, then)
+    };
+    virtual ~Folders() = default;
+    // A watch id (the same for a folder already watched), or -errno.
+    virtual int add(const std::string& path, Role role) = 0;
+    virtual void remove(int id) = 0;
+};
+
+// Which folders are watched, and what an event means for the model. Never blocks: the crawl reads
+// folders only, at most kMaxModelFiles of them, kMaxModelDepth deep.
+class WatchSet {
+public:
+    using Warn = std::function<void(const std::string&)>;
+
+    WatchSet(Folders& folders, Model model, Warn warn);
+    WatchSet(const WatchSet&) = delete;
+    WatchSet& operator=(const WatchSet&) = delete;
+
+    // Watches the parent and crawls the model's folder.
+    void start();
+
+    // What of the model the event changed: a file ("services/web.nix"), a sub-folder
+    // ("services/db/") or the model's folder (its full path); "" if nothing of the model did.
+    std::string handle(const Event& event);
+
+    // The watched folders relative to the model's folder ("" is the folder itself), sorted.
+    std::vector<std::string> watched() const;
+    int parentId() const { return parent_id_; }
+    // The watch on `relative`, -1 when it is not watched.
+    int idOf(const std::string& relative) const;
+
+private:
+    using Ids = std::map<std::string, int>;   // relative path → watch
+    using Paths = std::map<int, std::string>; // watch → relative path
+    void rescan();
+    // Watches `relative` and what is below it, breadth first; whether a model file is in there.
+    bool crawl(const std::string& relative, Ids& ids, Paths& paths);
+    // Forgets `relative` and everything below it, removing their watches but `keep`'s; whether
+    // anything was watched there.
+    bool drop(const std::string& relative, Ids& ids, Paths& paths, int keep = -1);
+    std::string absolute(const std::string& relative) const;
+    void warnOnce(const std::string& folder, const std::string& message);
+    void warnTooDeep(const std::string& path);
+
+    Folders& folders_;
+    Model model_;
+    Warn warn_;
+    std::string folder_name_; // the model's folder as its parent lists it
+    int parent_id_ = -1;
+    Ids ids_;
+    Paths paths_;
+    std::set<std::string> warned_; // folders already warned about (each once), at most kMaxModelFiles
+    bool full_warned_ = false;     // kMaxModelFiles folders are watched, and that was said
+};
+
+// The settling: after restart(), `changed` runs once the restarts have been quiet for `quiet`.
+// Destroyed, it never calls `changed`, even for a quiet period that ended before.
+class QuietPeriod {
+public:
+    QuietPeriod(boost::asio::io_context& io, std::chrono::milliseconds quiet, std::function<void()> changed);
+    QuietPeriod(const QuietPeriod&) = delete;
+    QuietPeriod& operator=(const QuietPeriod&) = delete;
+
+    void restart();
+    bool settling() const { return state_->settling; }
+    std::chrono::milliseconds quiet() const { return quiet_; }
+
+private:
+    struct State {
+        std::function<void()> changed;
+        bool settling = false;   // the timer runs
+        unsigned generation = 0; // a completion of an earlier period (already queued) does nothing
+    };
+    std::shared_ptr<State> state_; // completions hold it weakly
+    std::chrono::milliseconds quiet_;
+    boost::asio::steady_timer timer_;
+};
+
+} // namespace watch
 
 class ModelWatcher {
 public:

@@ -1,0 +1,245 @@
+// The model watcher under the real init, with real inotify: every sub-folder of the model's folder
+// is watched (upstream models import their constructors and modules, ./services/nginx.nix), within
+// Model's bounds. The deploy command is a small recorder of the model's copy, not a switch stand-in,
+// so that these tests depend on the watcher and the deploy numbers only.
+#include "deploy/Model.hpp"
+#include "support/Harness.hpp"
+
+#include <catch2/catch.hpp>
+#include <csignal>
+#include <fcntl.h>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <unistd.h>
+
+using namespace harness;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Watched {
+    TempDir t;
+    std::string folder = t / "etc/nixproc";
+    std::unique_ptr<Child> init;
+
+    Watched() { put("processes.nix", "{ main = 1; }\n"); }
+
+    // Saves `text` as the model's file `relative` (folders created), truncating it in place.
+    void put(const std::string& relative, const std::string& text) const {
+        fs::path file = folder + "/" + relative;
+        fs::create_directories(file.parent_path());
+        std::ofstream(file, std::ios::trunc) << text;
+    }
+
+    void start() {
+        // One line per deployment: every .nix file of the model's copy, "PATH=CONTENT|", sorted.
+        // The model's copy is $1 (older inits) or $NIXPROC_PROCESSES.
+        auto recorder = t.write("record.sh", "model=${1:-$NIXPROC_PROCESSES}\n"
+                                             "cd \"$(dirname \"$model\")\" || exit 1\n"
+                                             "find . -name '*.nix' -type f | sort | while read -r f; do\n"
+                                             "  printf '%s=%s|' \"${f#./}\" \"$(tr '\\n' ' ' < \"$f\")\"\n"
+                                             "done >> " + t / "deployed" + "\n"
+                                             "echo >> " + t / "deployed" + "\n");
+        auto yaml = t.write("init.yaml", "process_manager: none\nprocesses: " + folder + "/processes.nix\nstate_dir: " + t / "state" +
+                                             "\nwatch:\n  debounce_ms: 100\ndeploy:\n  command: [/bin/sh, " + recorder +
+                                             "]\n  check: []\nbootstrap: {channel: \"\"}\n"
+                                             // A main child that SIGSTOP and SIGCONT (forwarded) do not end.
+                                             "manager:\n  command: [sleep, infinity]\nlog:\n  level: debug\n");
+        init = std::make_unique<Child>(inPidNamespace({initBinary(), "-c", yaml}));
+    }
+
+    std::vector<std::string> records() const {
+        std::vector<std::string> lines;
+        std::istringstream in(readFile(t / "deployed"));
+        for (std::string l; std::getline(in, l);) lines.push_back(l);
+        return lines;
+    }
+
+    // Stops at once when deployment n fails, is refused, times out or is interrupted.
+    bool done(int n) { return init->expectLog("deploy #" + std::to_string(n) + ": done", 60s, deployFailures(n)); }
+
+    // The watcher has read the event that saved `relative` (it reads them in order: every event
+    // before it has been read too). Each name may serve once per test: the log is searched whole.
+    bool saw(const std::string& relative) { return init->expectLog(relative + " saved: deploying after", 30s); }
+
+    // A save of processes.nix after everything else: if it becomes deployment n, with its content,
+    // nothing else was deployed between.
+    void sentinel(int n) {
+        std::string text = "{ sentinel = " + std::to_string(n) + "; }\n";
+        put("processes.nix", text);
+        REQUIRE(done(n));
+        CHECK(records().size() == static_cast<std::size_t>(n));
+        CHECK_THAT(records().back(), Catch::Contains("processes.nix={ sentinel = " + std::to_string(n) + "; }"));
+    }
+
+    void stop() {
+        REQUIRE(::kill(namespaceInit(init->pid()), SIGTERM) == 0);
+        CHECK(init->wait(20s) == 128 + SIGTERM); // the main child's own status
+    }
+};
+
+std::string deepFolder(int levels) { // d1/d2/.../dN
+    std::string path;
+    for (int i = 1; i <= levels; ++i) path += (i > 1 ? "/d" : "d") + std::to_string(i);
+    return path;
+}
+
+} // namespace
+
+TEST_CASE("editing an imported file in a sub-folder deploys once, two folders down too", "[watch]") {
+    Watched w;
+    w.put("services/web.nix", "{ port = 1; }\n");
+    w.put("services/web/nginx.nix", "{ workers = 1; }\n");
+    w.start();
+    REQUIRE(w.done(1));
+    w.put("services/web.nix", "{ port = 2; }\n");
+    REQUIRE(w.done(2));
+    CHECK_THAT(w.records().back(), Catch::Contains("services/web.nix={ port = 2; }"));
+    w.sentinel(3);
+    // Saved as sed -i does: a temporary file renamed over it.
+    w.put("services/web/sedXyZ123", "{ workers = 2; }\n");
+    fs::rename(w.folder + "/services/web/sedXyZ123", w.folder + "/services/web/nginx.nix");
+    REQUIRE(w.done(4));
+    CHECK_THAT(w.records().back(), Catch::Contains("services/web/nginx.nix={ workers = 2; }"));
+    w.sentinel(5);
+    w.stop();
+}
+
+TEST_CASE("a sub-folder created after start, then a file saved into it, deploys, and so do later saves there", "[watch]") {
+    Watched w;
+    w.put("services/web.nix", "{ port = 1; }\n");
+    w.start();
+    REQUIRE(w.done(1));
+    fs::create_directories(w.folder + "/services/db/replicas");
+    w.put("services/db/replicas/db.nix", "{ replicas = 1; }\n");
+    REQUIRE(w.done(2));
+    CHECK_THAT(w.records().back(), Catch::Contains("services/db/replicas/db.nix={ replicas = 1; }"));
+    // Its creation may have been read before the file was saved or after: this save can only be
+    // seen through a watch on the new folder.
+    w.put("services/db/replicas/db.nix", "{ replicas = 2; }\n");
+    REQUIRE(w.done(3));
+    CHECK_THAT(w.records().back(), Catch::Contains("services/db/replicas/db.nix={ replicas = 2; }"));
+    w.sentinel(4);
+
+    // A folder moved in from outside the model, with a model file in it and a sub-folder.
+    TempDir outside;
+    fs::create_directories(outside / "cache/conf");
+    std::ofstream(outside / "cache/conf/cache.nix") << "{ size = 1; }\n";
+    fs::rename(outside / "cache", w.folder + "/services/cache");
+    REQUIRE(w.done(5));
+    CHECK_THAT(w.records().back(), Catch::Contains("services/cache/conf/cache.nix={ size = 1; }"));
+    w.put("services/cache/conf/cache.nix", "{ size = 2; }\n");
+    REQUIRE(w.done(6));
+    w.sentinel(7);
+    w.stop();
+}
+
+TEST_CASE("editor temp files and hidden folders in a sub-folder are not changes", "[watch]") {
+    Watched w;
+    w.put("services/web.nix", "{ port = 1; }\n");
+    w.start();
+    REQUIRE(w.done(1));
+    w.put("services/.web.nix.swp", "vim swap");
+    w.put("services/web.nix~", "{ port = 0; }\n");
+    w.put("services/.#web.nix", "emacs lock");
+    w.put("services/.git/objects/ab/cd.nix", "{ }\n");
+    w.put("services/.git/HEAD.nix", "{ }\n");
+    // Events are read in order: once this save is seen, so were the ones above.
+    w.put("services/barrier.nix", "{ }\n");
+    REQUIRE(w.saw("services/barrier.nix"));
+    auto log = w.init->stderrText();
+    CHECK(count(log, " saved: deploying after") == count(log, "services/barrier.nix saved: deploying after"));
+    CHECK_THAT(log, !Catch::Contains("swp saved") && !Catch::Contains("~ saved") && !Catch::Contains(".git"));
+    REQUIRE(w.done(2));
+    CHECK_THAT(w.records().back(), !Catch::Contains("swp") && !Catch::Contains(".git") && !Catch::Contains("web.nix~"));
+    // A save inside the hidden folder after it was created is not seen either.
+    w.put("services/.git/HEAD.nix", "{ changed = 1; }\n");
+    w.put("services/barrier2.nix", "{ }\n");
+    REQUIRE(w.saw("services/barrier2.nix"));
+    CHECK_THAT(w.init->stderrText(), !Catch::Contains(".git"));
+    REQUIRE(w.done(3));
+    w.sentinel(4);
+    w.stop();
+}
+
+TEST_CASE("removing a sub-folder deploys, and so do moving one away and renaming one", "[watch]") {
+    Watched w;
+    w.put("services/web.nix", "{ port = 1; }\n");
+    w.put("services/db/db.nix", "{ replicas = 1; }\n");
+    w.put("services/cache/cache.nix", "{ size = 1; }\n");
+    w.start();
+    REQUIRE(w.done(1));
+    fs::remove_all(w.folder + "/services/db");
+    REQUIRE(w.done(2));
+    CHECK_THAT(w.records().back(), !Catch::Contains("db.nix"));
+    // Moved out of the model: the only event is on its parent (no file in it is touched).
+    TempDir outside;
+    fs::rename(w.folder + "/services/cache", outside / "cache");
+    REQUIRE(w.done(3));
+    CHECK_THAT(w.records().back(), !Catch::Contains("cache.nix"));
+    // A whole sub-folder renamed: the model's files have new names.
+    fs::rename(w.folder + "/services", w.folder + "/modules");
+    REQUIRE(w.done(4));
+    CHECK_THAT(w.records().back(), Catch::Contains("modules/web.nix={ port = 1; }") && !Catch::Contains("services/"));
+    // ...and it is watched under its new name.
+    w.put("modules/web.nix", "{ port = 2; }\n");
+    REQUIRE(w.done(5));
+    CHECK_THAT(w.records().back(), Catch::Contains("modules/web.nix={ port = 2; }"));
+    w.sentinel(6);
+    w.stop();
+}
+
+TEST_CASE("a folder deeper than the bound is not watched, and one warning names it", "[watch]") {
+    using nixproc::kMaxModelDepth;
+    Watched w;
+    // The deepest folder whose files are part of the model, and the first one below it.
+    std::string deepest = deepFolder(kMaxModelDepth - 1), too_deep = deepFolder(kMaxModelDepth);
+    w.put(deepest + "/ok.nix", "{ ok = 1; }\n");
+    w.put(too_deep + "/deep.nix", "{ deep = 1; }\n");
+    w.start();
+    REQUIRE(w.done(1));
+    std::string warning = w.folder + "/" + too_deep + ": not watched";
+    REQUIRE(w.init->expectLog(warning));
+    CHECK_THAT(w.records().back(), Catch::Contains(deepest + "/ok.nix") && !Catch::Contains("deep.nix"));
+    w.put(too_deep + "/deep.nix", "{ deep = 2; }\n");
+    w.put(deepest + "/ok.nix", "{ ok = 2; }\n");
+    REQUIRE(w.saw(deepest + "/ok.nix"));
+    CHECK_THAT(w.init->stderrText(), !Catch::Contains("deep.nix saved"));
+    REQUIRE(w.done(2));
+    // Created again after start: still not watched, and not warned about a second time.
+    fs::remove_all(w.folder + "/" + too_deep);
+    w.put(too_deep + "/deep2.nix", "{ deep = 3; }\n");
+    w.put(deepest + "/ok2.nix", "{ ok = 3; }\n");
+    REQUIRE(w.saw(deepest + "/ok2.nix"));
+    CHECK_THAT(w.init->stderrText(), !Catch::Contains("deep2.nix saved"));
+    CHECK(count(w.init->stderrText(), warning) == 1);
+    REQUIRE(w.done(3));
+    w.sentinel(4);
+    w.stop();
+}
+
+TEST_CASE("an inotify queue overflow re-crawls the sub-folders: one created while events were lost is watched", "[watch]") {
+    Watched w;
+    w.put("services/web.nix", "{ port = 1; }\n");
+    w.start();
+    REQUIRE(w.done(1));
+    pid_t pid = namespaceInit(w.init->pid());
+    // Frozen, the init reads no event: 17,000 new files overflow the queue (16,384 by default),
+    // and the new folder's creation is lost with the rest.
+    REQUIRE(::kill(pid, SIGSTOP) == 0);
+    for (int i = 0; i < 17'000; ++i) {
+        int fd = ::open((w.folder + "/services/scratch-" + std::to_string(i)).c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+        REQUIRE(fd >= 0);
+        ::close(fd);
+    }
+    w.put("services/db/db.nix", "{ replicas = 1; }\n");
+    REQUIRE(::kill(pid, SIGCONT) == 0);
+    REQUIRE(w.done(2));
+    CHECK_THAT(w.init->stderrText(), Catch::Contains("inotify queue overflow on " + w.folder));
+    CHECK_THAT(w.records().back(), Catch::Contains("services/db/db.nix={ replicas = 1; }"));
+    w.put("services/db/db.nix", "{ replicas = 2; }\n");
+    REQUIRE(w.done(3));
+    w.sentinel(4);
+    w.stop();
+}
