@@ -122,6 +122,7 @@ int main(int argc, char** argv) {
             std::fputs(renderConfig(config).c_str(), stdout);
             return 0;
         }
+        setupLogging(config.log.level, config.log.format); // check() logs too (supervisord's probe, warnings)
         manager->check();
     } catch (const ConfigError& e) {
         spdlog::error("configuration: {}", e.what());
@@ -133,7 +134,6 @@ int main(int argc, char** argv) {
         spdlog::critical("start-up: {}", e.what());
         return exit_code::kInternal;
     }
-    setupLogging(config.log.level, config.log.format);
     startup.handOver();
 
     try {

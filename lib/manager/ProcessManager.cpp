@@ -10,12 +10,53 @@
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
+#include <arpa/inet.h>
+#include <cstdint>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 namespace nixproc {
+
+namespace {
+
+// A non-blocking connect to "IPV4:PORT". On loopback the handshake is done by the time connect
+// returns, or at the latest when the zero-timeout poll looks; a handshake still under way counts
+// as "not yet" and the next look tries again.
+bool tcpAnswers(const std::string& address) {
+    auto colon = address.rfind(':');
+    if (colon == std::string::npos) return false;
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    if (::inet_pton(AF_INET, address.substr(0, colon).c_str(), &addr.sin_addr) != 1) return false;
+    addr.sin_port = htons(static_cast<std::uint16_t>(std::strtoul(address.c_str() + colon + 1, nullptr, 10)));
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) return false;
+    bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+    if (!ok && errno == EINPROGRESS) {
+        pollfd p{.fd = fd, .events = POLLOUT, .revents = 0};
+        int error = 0;
+        socklen_t len = sizeof error;
+        ok = ::poll(&p, 1, 0) == 1 && ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &len) == 0 && error == 0;
+    }
+    ::close(fd);
+    return ok;
+}
+
+bool pidfileSettled(const std::string& path, std::chrono::milliseconds settle, std::chrono::system_clock::time_point written_after) {
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return false;
+    using std::chrono::duration_cast;
+    auto written = std::chrono::system_clock::time_point(duration_cast<std::chrono::system_clock::duration>(
+        std::chrono::seconds(st.st_mtim.tv_sec) + std::chrono::nanoseconds(st.st_mtim.tv_nsec)));
+    return written >= written_after && std::chrono::system_clock::now() >= written + settle;
+}
+
+} // namespace
 
 bool ReadinessProbe::ready() const {
     if (kind == Kind::FifoReader) {
@@ -24,6 +65,8 @@ bool ReadinessProbe::ready() const {
         ::close(fd);
         return true;
     }
+    if (kind == Kind::TcpPort) return tcpAnswers(path);
+    if (kind == Kind::Pidfile) return pidfileSettled(path, settle, written_after);
     sockaddr_un addr{};
     addr.sun_family = AF_UNIX;
     if (path.size() >= sizeof addr.sun_path) return false;

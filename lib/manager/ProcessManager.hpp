@@ -22,10 +22,18 @@ struct Step {
 };
 
 // How to tell the manager is ready: a unix socket that accepts a connection (supervisord's
-// control socket) or a FIFO that has a reader (s6-svscan's control FIFO).
+// control socket), a FIFO that has a reader (s6-svscan's control FIFO), a TCP port that accepts a
+// connection (supervisord's [inet_http_server], upstream's only control channel), or, for a manager
+// with none of these, a pidfile written since the probe was made, some time ago.
 struct ReadinessProbe {
-    enum class Kind { UnixSocket, FifoReader } kind;
+    enum class Kind { UnixSocket, FifoReader, TcpPort, Pidfile } kind;
+    // What answers, as the log shows it: the socket, the FIFO or the pidfile; for TcpPort
+    // "IPV4:PORT", a numeric address (names are resolved before the event loop runs).
     std::string path;
+    // Pidfile: ready `settle` after the file was last written, and only if that was at or after
+    // `written_after` (a file left by a previous run of the container is no sign of life).
+    std::chrono::milliseconds settle{};
+    std::chrono::system_clock::time_point written_after{};
     bool ready() const; // non-blocking, answers at once
 };
 
