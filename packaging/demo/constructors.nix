@@ -1,6 +1,6 @@
 # Constructors for the demo's process instances, buildable by Debian's nix-bin without nixpkgs:
-# each builds, with builtins.derivation and a /bin/sh builder, the supervisord program file of
-# one instance (nginx's also points at the nginx.conf it builds).
+# each builds, with builtins.derivation and a /bin/sh builder, the package of one instance: its
+# supervisord program file under conf.d/, as upstream's (nginx's also points at the nginx.conf it builds).
 # Impure on purpose, for a demo without nixpkgs: the web app's binary and the state folder come
 # from NIXPROC_DEMO_WEBAPP and NIXPROC_DEMO_STATE (packaging/demo/setup.sh sets both).
 let
@@ -15,15 +15,24 @@ let
     args = [ "-c" "printf '%s\\n' \"$text\" > $out" ];
   };
 
-  supervisordProgram = name: command: textFile "${name}.conf" ''
-    [program:${name}]
-    command=${command}
-    autostart=true
-    autorestart=true
-    stopsignal=TERM
-    stdout_logfile=${stateDir}/log/${name}.log
-    redirect_stderr=true
-  '';
+  # A process instance's package as nix-processmgmt's create-supervisord-program.nix builds it:
+  # conf.d/NAME.conf, a link to the program file.
+  supervisordProgram = name: command: let
+    conf = textFile "${name}.conf" ''
+      [program:${name}]
+      command=${command}
+      autostart=true
+      autorestart=true
+      stopsignal=TERM
+      stdout_logfile=${stateDir}/log/${name}.log
+      redirect_stderr=true
+    '';
+  in builtins.derivation {
+    inherit name;
+    system = builtins.currentSystem;
+    builder = "/bin/sh";
+    args = [ "-c" "/bin/mkdir -p $out/conf.d && /bin/ln -s ${conf} $out/conf.d/${name}.conf" ];
+  };
 in
 {
   webapp = { port, instanceSuffix ? "" }:
