@@ -52,6 +52,7 @@ struct UpstreamS6Rc {
         CHECK(init->wait(20s) == 0);
         CHECK(init->secondsToExit() < grace_s);
         CHECK_THAT(init->stderrText(), !Catch::Contains("SIGKILL"));
+        CHECK_THAT(init->stderrText(), !Catch::Contains("AddressSanitizer") && !Catch::Contains("runtime error:"));
     }
 
     // What the real s6-svstat says of a service in the scan folder: "true" when it is up.
