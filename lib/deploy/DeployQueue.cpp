@@ -294,13 +294,7 @@ struct DeployQueue::Impl {
         switch_ran = true;
         profile_before = profileTarget();
         SwitchInvocation invocation = switchInvocation(config, manager, model_copy, environmentMap(environ));
-        rollback_hint.clear();
-        if (isUpstreamSwitch(invocation.argv.front())) {
-            for (const auto& kv : invocation.profile_environment) rollback_hint += kv + " ";
-            rollback_hint += fs::path(invocation.argv.front()).filename().string();
-            for (const auto& option : invocation.profile_options) rollback_hint += " " + option;
-            rollback_hint += " --rollback";
-        }
+        rollback_hint = invocation.rollback_command;
         run({.argv = invocation.argv, .environment = invocation.environment, .log_prefix = prefix() + " |",
              .keep_group_on_success = manager.switchStartsServices()},
             [this](const JobResult& r) {

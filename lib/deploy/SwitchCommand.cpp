@@ -48,7 +48,17 @@ SwitchInvocation switchInvocation(const Config& config, const ProcessManager& ma
                                    {"--state-dir", config.nixproc.state_dir, "--runtime-dir", config.runtimeDir()});
     if (config.nixproc.force_disable_user_change) out.profile_options.push_back("--force-disable-user-change");
     for (auto& option : manager.switchOptions()) out.profile_options.push_back(option);
-    if (upstream) out.argv.insert(out.argv.end(), out.profile_options.begin(), out.profile_options.end());
+    if (upstream) {
+        out.argv.insert(out.argv.end(), out.profile_options.begin(), out.profile_options.end());
+        if (disnix) {
+            out.rollback_command = "disnix-env --rollback";
+        } else {
+            for (const auto& kv : out.profile_environment) out.rollback_command += kv + " ";
+            out.rollback_command += fs::path(out.argv.front()).filename().string();
+            for (const auto& option : out.profile_options) out.rollback_command += " " + option;
+            out.rollback_command += " --rollback";
+        }
+    }
     if (upstream)
         for (const char* var : {"NIXPROC_STATE_DIR", "NIXPROC_RUNTIME_DIR", "NIXPROC_FORCE_DISABLE_USER_CHANGE"}) env.erase(var);
     env["NIXPROC_PROCESSES"] = model_copy;

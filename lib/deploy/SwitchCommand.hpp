@@ -18,6 +18,11 @@ struct SwitchInvocation {
     // profile (`NIX_USER_PROFILE_DIR=/srv/profiles nixproc-sysvinit-switch -p web --runlevel 3 --rollback`).
     std::vector<std::string> profile_environment; // KEY=VALUE
     std::vector<std::string> profile_options;     // appended to argv for an upstream switch
+    // How the user goes back to the previous generation, as a shell line to show; "" when the
+    // switch is not upstream's (its own means are unknown). For disnix it is disnix-env's: the
+    // upstream nixproc-disnix-switch --rollback never finds a generation (tools/commonchecks:138-147
+    // reads $profileDir, which the disnix switch never sets).
+    std::string rollback_command;
 };
 
 // Whether `program` is one of nix-processmgmt's switches (its file name is nixproc-*-switch): only

@@ -92,6 +92,18 @@ TEST_CASE("disnix gets no -p: its switch deploys to the coordinator profile") {
                               m, "/m.nix", {{"NIX_USER_PROFILE_DIR", "/kept"}});
     CHECK(s.argv == std::vector<std::string>{"nixproc-disnix-switch"});
     CHECK(envValue(s, "NIX_USER_PROFILE_DIR") == "/kept");
+    CHECK(s.rollback_command == "disnix-env --rollback");
+}
+
+TEST_CASE("the rollback command repeats what the switch was told") {
+    FakeManager m;
+    m.options = {"--runlevel", "5"};
+    Config c = configFor(ManagerKind::SysVinit, "/srv/profiles/web");
+    c.deploy.command = {"/nix/store/x-tools/bin/nixproc-sysvinit-switch"};
+    CHECK(switchInvocation(c, m, "/m.nix", {}).rollback_command ==
+          "NIX_USER_PROFILE_DIR=/srv/profiles nixproc-sysvinit-switch -p web --runlevel 5 --rollback");
+    c.deploy.command = {"my-deploy"};
+    CHECK(switchInvocation(c, m, "/m.nix", {}).rollback_command.empty());
 }
 
 TEST_CASE("a deploy command that is not an upstream switch gets the environment but no options") {
