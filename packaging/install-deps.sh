@@ -7,9 +7,10 @@ set -eu
 # Build: C++20 toolchain, Boost 1.81 headers (Asio, Process v1), yaml-cpp, spdlog (+fmt), Catch2 2,
 # pugixml (Disnix manifests).
 build="build-essential cmake pkg-config libboost1.81-dev libyaml-cpp-dev libspdlog-dev catch2 libpugixml-dev"
-# Run-time and tests: unshare/script (util-linux), ps/pkill (procps), python3 for the pty driver,
-# the process managers, Nix, nginx, and the inits we benchmark against.
-run="util-linux procps python3 curl hyperfine supervisor s6 nix-bin nginx-light tini dumb-init catatonit"
+# Run-time and tests: unshare/script (util-linux), ps/pkill (procps), python3 for the pty driver
+# and the Disnix stand-ins, the process managers (s6 and execline, which runs s6-rc's oneshot
+# scripts), Nix, nginx, and the inits we benchmark against.
+run="util-linux procps python3 curl hyperfine supervisor s6 execline nix-bin nginx-light tini dumb-init catatonit"
 
 missing=""
 for p in $build $run; do
