@@ -132,7 +132,10 @@ TEST_CASE("the switch of a manager that starts services itself (sysvinit) keeps 
     // nix-processmgmt's rc scripts start daemons with LFS start_daemon, which may still be in the
     // switch's group when it exits: those are the services just deployed, not leftovers.
     Container c;
-    c.start("  command: [sh, -c, \"sleep 30 & echo switched\"]\n  check: []\n");
+    // The switch exits only once its background child has exec'd sleep: what the test then sees in
+    // the namespace is the service, never a forked shell on its way to becoming it.
+    c.start("  command: [sh, -c, \"sleep 30 & until [ \\\"$(cat /proc/$!/comm)\\\" = sleep ]; do :; done; echo switched\"]\n"
+            "  check: []\n");
     REQUIRE(c.init->expectLog("deploy #1: done"));
     auto others = othersInNamespace(c.pid1);
     REQUIRE(others.size() == 1);
