@@ -38,6 +38,10 @@ manager:
   config: $dir/etc/supervisor/supervisord.conf
 deploy:
   command: [$kit/nixproc-supervisord-switch]
+# The demo's model needs no nixpkgs (constructors.nix builds with builtins.derivation): no channel,
+# where an upstream image would add nixpkgs-unstable before its first deployment.
+bootstrap:
+  channel: ""
 shutdown:
   grace_s: 8
 EOY
