@@ -4,6 +4,7 @@
 #include "deploy/ProfileDiff.hpp"
 #include "manager/ProcessManager.hpp"
 #include "Scratch.hpp"
+#include "LogCapture.hpp"
 
 #include <catch2/catch.hpp>
 #include <chrono>
@@ -45,28 +46,6 @@ std::string element(const std::string& text, const std::string& name) {
     return text.substr(from, close + name.size() + 3 - from);
 }
 
-// The error lines the manager logs.
-class LogCapture {
-public:
-    LogCapture() : previous_(spdlog::default_logger()), sink_(std::make_shared<Sink>()) {
-        spdlog::set_default_logger(std::make_shared<spdlog::logger>("capture", sink_));
-    }
-    ~LogCapture() { spdlog::set_default_logger(previous_); }
-    std::string text() const {
-        std::string all;
-        for (const auto& l : sink_->lines) all += l + "\n";
-        return all;
-    }
-
-private:
-    struct Sink : spdlog::sinks::base_sink<spdlog::details::null_mutex> {
-        std::deque<std::string> lines;
-        void sink_it_(const spdlog::details::log_msg& msg) override { lines.emplace_back(msg.payload.data(), msg.payload.size()); }
-        void flush_() override {}
-    };
-    std::shared_ptr<spdlog::logger> previous_;
-    std::shared_ptr<Sink> sink_;
-};
 
 // A disnix manager whose coordinator profile is Scratch/profiles/default (a link to a manifest,
 // as nix-env leaves it) and whose state folder is Scratch/state, made as StateStore makes it.

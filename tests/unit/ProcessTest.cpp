@@ -5,6 +5,7 @@
 #include "process/ExitStatus.hpp"
 #include "process/Reaper.hpp"
 #include "process/Spawner.hpp"
+#include "LogCapture.hpp"
 
 #include <boost/asio/io_context.hpp>
 #include <catch2/catch.hpp>
@@ -201,35 +202,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using namespace std::chrono_literals;
 
-// The log of the code under test: a count, and the last lines (bounded, as 2 million lines pass).
-class LogCapture {
-public:
-    LogCapture() : previous_(spdlog::default_logger()), sink_(std::make_shared<Sink>()) {
-        spdlog::set_default_logger(std::make_shared<spdlog::logger>("capture", sink_));
-    }
-    ~LogCapture() { spdlog::set_default_logger(previous_); }
-    std::size_t count() const { return sink_->count; }
-    const std::deque<std::string>& last() const { return sink_->last; }
-    bool contains(const std::string& needle) const {
-        for (const auto& l : sink_->last)
-            if (l.find(needle) != std::string::npos) return true;
-        return false;
-    }
-
-private:
-    struct Sink : spdlog::sinks::base_sink<spdlog::details::null_mutex> {
-        std::size_t count = 0;
-        std::deque<std::string> last;
-        void sink_it_(const spdlog::details::log_msg& msg) override {
-            ++count;
-            last.emplace_back(msg.payload.data(), msg.payload.size());
-            if (last.size() > 2000) last.pop_front();
-        }
-        void flush_() override {}
-    };
-    std::shared_ptr<spdlog::logger> previous_;
-    std::shared_ptr<Sink> sink_;
-};
 
 // Who is in group `pgid` (zombies included), as the init itself sees it.
 std::vector<pid_t> groupOf(pid_t pgid) {

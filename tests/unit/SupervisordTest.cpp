@@ -4,6 +4,7 @@
 #include "manager/ProcessManager.hpp"
 #include "manager/SupervisordConf.hpp"
 #include "Scratch.hpp"
+#include "LogCapture.hpp"
 
 #include <arpa/inet.h>
 #include <catch2/catch.hpp>
@@ -23,38 +24,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// The log lines written while it lives (check() says at start which probe it uses, and warns).
-class LogCapture {
-public:
-    LogCapture() : previous_(spdlog::default_logger()), sink_(std::make_shared<Sink>()) {
-        spdlog::set_default_logger(std::make_shared<spdlog::logger>("capture", sink_));
-    }
-    ~LogCapture() { spdlog::set_default_logger(previous_); }
-    std::string text() const {
-        std::string all;
-        for (const auto& l : sink_->lines) all += l + "\n";
-        return all;
-    }
-    std::string warnings() const {
-        std::string all;
-        for (std::size_t i = 0; i < sink_->lines.size(); ++i)
-            if (sink_->levels[i] >= spdlog::level::warn) all += sink_->lines[i] + "\n";
-        return all;
-    }
-
-private:
-    struct Sink : spdlog::sinks::base_sink<spdlog::details::null_mutex> {
-        std::vector<std::string> lines;
-        std::vector<spdlog::level::level_enum> levels;
-        void sink_it_(const spdlog::details::log_msg& msg) override {
-            lines.emplace_back(msg.payload.data(), msg.payload.size());
-            levels.push_back(msg.level);
-        }
-        void flush_() override {}
-    };
-    std::shared_ptr<spdlog::logger> previous_;
-    std::shared_ptr<Sink> sink_;
-};
 
 // An environment variable set (or unset) for one test, restored after it.
 class EnvVar {
