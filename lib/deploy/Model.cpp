@@ -50,11 +50,9 @@ std::vector<std::string> listModelFiles(const Model& model, std::string& error) 
         error = model.folder() + ": " + ec.message();
         return names;
     }
+    fs::path last; // the entry the iteration stood at: an error is in it or just after it
     for (; it != end; it.increment(ec)) {
-        if (ec) {
-            error = model.folder() + ": " + ec.message();
-            return {};
-        }
+        last = it->path();
         std::string name = it->path().filename().string();
         if (isEditorFile(name)) {
             if (it->is_directory(ec)) it.disable_recursion_pending();
@@ -64,7 +62,9 @@ std::vector<std::string> listModelFiles(const Model& model, std::string& error) 
             if (!isModelFolder(name, it.depth() + 1)) it.disable_recursion_pending();
             continue;
         }
-        std::string relative = fs::relative(it->path(), model.folder(), ec).string();
+        // The entry's own name under the folder: a file that is a link is copied under its name
+        // (fs::relative would resolve it, and name where it leads, even outside the folder).
+        std::string relative = it->path().lexically_relative(model.folder()).string();
         bool top = it.depth() == 0;
         if (name.ends_with(".nix") || (top && std::find(model.extra.begin(), model.extra.end(), name) != model.extra.end()))
             names.push_back(relative);
@@ -73,12 +73,23 @@ std::vector<std::string> listModelFiles(const Model& model, std::string& error) 
             return {};
         }
     }
+    // A folder that cannot be listed (no permission, gone while listing) ends the iteration with
+    // ec set: part of a model must never pass for the whole of it.
+    if (ec) {
+        error = "cannot list the model's folder " + model.folder() + ": " + ec.message() +
+                (last.empty() ? "" : " (at or just after " + last.string() + ")");
+        return {};
+    }
     std::sort(names.begin(), names.end());
     return names;
 }
 
 void writeFileIn(int dir_fd, const std::string& relative, const std::string& content, const std::string& shown) {
     auto fail = [&](const char* step) { throw std::runtime_error(shown + ": " + step + ": " + std::strerror(errno)); };
+    // Only names below the copy's folder: never write beside or above it.
+    for (const auto& part : fs::path(relative))
+        if (relative.empty() || relative.front() == '/' || part == ".." || part == "." || part.empty())
+            throw std::runtime_error(shown + ": not a name inside the model's copy");
     // Sub-folders of the copy (modules/...).
     std::string::size_type slash = 0;
     while ((slash = relative.find('/', slash)) != std::string::npos) {

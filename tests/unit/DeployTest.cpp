@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 using namespace nixproc;
@@ -134,6 +135,93 @@ TEST_CASE("the snapshot is written to a private folder, replacing the previous c
     std::ifstream main(copy + "/processes.nix");
     std::string main_text((std::istreambuf_iterator<char>(main)), std::istreambuf_iterator<char>());
     CHECK(main_text == "{ a = import ./modules/a.nix; }");
+}
+
+TEST_CASE("a model file that is a link is copied under its own name, never where it leads", "[deploy]") {
+    Folder f;
+    // A Kubernetes ConfigMap: each file a link through ..data into a hidden timestamped folder.
+    f.write("m/..2026_11_29/processes.nix", "{ ids = import ./ids.nix; }");
+    f.write("m/..2026_11_29/ids.nix", "{ }");
+    fs::create_directory_symlink("..2026_11_29", f.path / "m/..data");
+    fs::create_symlink("..data/processes.nix", f.path / "m/processes.nix");
+    fs::create_symlink("..data/ids.nix", f.path / "m/ids.nix");
+    // A module shared from a folder beside the model's.
+    f.write("shared/mod.nix", "{ shared = true; }");
+    fs::create_symlink("../shared/mod.nix", f.path / "m/mod.nix");
+    Model m{(f.path / "m/processes.nix").string(), {"ids.nix"}};
+    auto snapshot = m.read().snapshot;
+    REQUIRE(snapshot);
+    std::vector<std::string> names;
+    for (const auto& [name, content] : snapshot->files) names.push_back(name);
+    CHECK(names == std::vector<std::string>{"ids.nix", "mod.nix", "processes.nix"});
+    auto copy = (f.path / "state/model").string();
+    fs::create_directories(f.path / "state");
+    snapshot->writeTo(copy, "processes.nix");
+    CHECK(fs::exists(copy + "/ids.nix"));
+    CHECK(fs::exists(copy + "/mod.nix"));
+    CHECK_FALSE(fs::exists(f.path / "state/shared")); // nothing beside the copy
+    snapshot->writeTo(copy, "processes.nix"); // and the next deployment's copy works the same
+    CHECK(fs::exists(copy + "/mod.nix"));
+    // A link to a device is named by its own name.
+    fs::create_symlink("/dev/zero", f.path / "m/z.nix");
+    CHECK(m.read().error.message == (f.path / "m/z.nix").string() + " is a character device, not a regular file");
+}
+
+TEST_CASE("a sub-folder of the model that cannot be listed fails the read, never a part of the model", "[deploy]") {
+    if (::geteuid() == 0) {
+        // root lists any folder: drop to nobody for the read, in a child (the test stays root).
+        Folder f;
+        f.write("m/processes.nix", "{ }");
+        f.write("m/locked/a.nix", "{ }");
+        f.write("m/z/b.nix", "{ }");
+        fs::permissions(f.path / "m/locked", fs::perms::none);
+        for (const auto& p : {f.path, f.path / "m", f.path / "m/z"})
+            fs::permissions(p, fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec | fs::perms::others_read |
+                                   fs::perms::others_exec);
+        int pipe_fds[2];
+        REQUIRE(::pipe(pipe_fds) == 0);
+        pid_t pid = ::fork();
+        REQUIRE(pid >= 0);
+        if (pid == 0) {
+            ::close(pipe_fds[0]);
+            if (::setgid(65534) != 0 || ::setuid(65534) != 0) ::_exit(3);
+            Model m{(f.path / "m/processes.nix").string(), {}};
+            auto r = m.read();
+            std::string out = r.snapshot ? "read" : r.error.message;
+            ssize_t ignored = ::write(pipe_fds[1], out.data(), out.size());
+            (void)ignored;
+            ::_exit(0);
+        }
+        ::close(pipe_fds[1]);
+        std::string got;
+        char buf[4096];
+        for (ssize_t n; (n = ::read(pipe_fds[0], buf, sizeof buf)) > 0;) got.append(buf, static_cast<std::size_t>(n));
+        ::close(pipe_fds[0]);
+        int status = 0;
+        REQUIRE(::waitpid(pid, &status, 0) == pid);
+        fs::permissions(f.path / "m/locked", fs::perms::owner_all);
+        CHECK_THAT(got, Catch::StartsWith("cannot list the model's folder " + (f.path / "m").string() + ": Permission denied"));
+    } else {
+        Folder f;
+        f.write("m/processes.nix", "{ }");
+        f.write("m/locked/a.nix", "{ }");
+        fs::permissions(f.path / "m/locked", fs::perms::none);
+        Model m{(f.path / "m/processes.nix").string(), {}};
+        auto r = m.read();
+        fs::permissions(f.path / "m/locked", fs::perms::owner_all);
+        CHECK_FALSE(r.snapshot);
+        CHECK_THAT(r.error.message, Catch::StartsWith("cannot list the model's folder"));
+    }
+}
+
+TEST_CASE("a snapshot never writes a file outside its copy's folder", "[deploy]") {
+    Folder f;
+    ModelSnapshot evil;
+    evil.files = {{"../escaped.nix", "{ }"}};
+    fs::create_directories(f.path / "state");
+    CHECK_THROWS_WITH(evil.writeTo((f.path / "state/model").string(), "processes.nix"),
+                      Catch::Contains("not a name inside the model's copy"));
+    CHECK_FALSE(fs::exists(f.path / "state/escaped.nix"));
 }
 
 TEST_CASE("profile diff per process instance, in each backend's layout", "[deploy]") {
