@@ -157,6 +157,7 @@ const std::vector<std::pair<std::string, Setter>>& keys() {
         {"deploy.retries", [](Config& c, N n, O o) { c.deploy.retries = static_cast<unsigned>(whole(n, o, 0, 100, "tries")); }},
         {"deploy.retry_backoff_s", [](Config& c, N n, O o) { c.deploy.retry_backoff = std::chrono::seconds(whole(n, o, 1, 3600, "seconds")); }},
         {"bootstrap.channel", [](Config& c, N n, O o) { c.bootstrap.channel = text(n, o); }},
+        {"bootstrap.timeout_s", [](Config& c, N n, O o) { c.bootstrap.timeout = std::chrono::seconds(whole(n, o, 1, 86400, "seconds")); }},
         {"nixproc.state_dir", [](Config& c, N n, O o) { c.nixproc.state_dir = path(n, o); }},
         {"nixproc.runtime_dir", [](Config& c, N n, O o) { c.nixproc.runtime_dir = path(n, o); }},
         {"nixproc.force_disable_user_change", [](Config& c, N n, O o) { c.nixproc.force_disable_user_change = boolean(n, o); }},
@@ -479,7 +480,8 @@ std::string renderConfig(const Config& c) {
     out << YAML::Key << "retries" << YAML::Value << c.deploy.retries;
     out << YAML::Key << "retry_backoff_s" << YAML::Value << c.deploy.retry_backoff.count() << YAML::EndMap;
     out << YAML::Key << "bootstrap" << YAML::Value << YAML::BeginMap;
-    out << YAML::Key << "channel" << YAML::Value << Printable{c.bootstrap.channel} << YAML::EndMap;
+    out << YAML::Key << "channel" << YAML::Value << Printable{c.bootstrap.channel};
+    out << YAML::Key << "timeout_s" << YAML::Value << c.bootstrap.timeout.count() << YAML::EndMap;
     out << YAML::Key << "nixproc" << YAML::Value << YAML::BeginMap;
     out << YAML::Key << "state_dir" << YAML::Value << Printable{c.nixproc.state_dir};
     out << YAML::Key << "runtime_dir" << YAML::Value << Printable{c.runtimeDir()};

@@ -43,6 +43,9 @@ struct Config {
         // Added and updated before the first deployment, as upstream's bootstrap does; "" skips it.
         // Skipped too when root's channels profile already exists.
         std::string channel = "https://nixos.org/channels/nixpkgs-unstable";
+        // Each of nix-channel --add and --update, at most: a channel server that accepts and
+        // never answers must not hold the first deployment for deploy.timeout_s.
+        std::chrono::seconds timeout{600};
     } bootstrap;
     // What nix-processmgmt's tools are told (their --state-dir, --runtime-dir and
     // --force-disable-user-change), also read from NIXPROC_STATE_DIR, NIXPROC_RUNTIME_DIR and

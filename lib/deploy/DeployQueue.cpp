@@ -10,6 +10,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 
+#include <csignal>
 #include <cstdlib>
 #include <filesystem>
 #include <map>
@@ -34,8 +35,17 @@ struct Request {
 // The longest wait between two tries of a deployment that timed out or was interrupted.
 constexpr std::chrono::seconds kMaxRetryBackoff{3600};
 
-// The job died of a signal that the init did not send (it was not stopped, nor timed out).
-bool killedFromOutside(const JobResult& r) { return r.started && !r.timed_out && r.signal != 0; }
+// The job died of a signal that the init did not send (it was not stopped, nor timed out), and
+// not of its own crash. Signals a job gets from someone else (the OOM killer's SIGKILL, a kill, a hang-up) rather than
+// from its own fault: a crash (SIGSEGV, SIGABRT from an assertion...) fails the same way again,
+// so it is a failure that waits for the next change, not something to try again.
+bool killedFromOutside(const JobResult& r) {
+    if (!r.started || r.timed_out || r.signal == 0) return false;
+    switch (r.signal) {
+    case SIGSEGV: case SIGABRT: case SIGBUS: case SIGFPE: case SIGILL: case SIGTRAP: case SIGSYS: return false;
+    default: return true;
+    }
+}
 
 // A folder of our own for the model's copy when the state folder cannot hold it.
 std::string privateTempFolder() {
@@ -233,6 +243,8 @@ struct DeployQueue::Impl {
             return then();
         }
         if (Clock::now() < next_channel_try) return then();
+        spdlog::info("bootstrap: adding and updating channel {} (at most {} s each)", config.bootstrap.channel,
+                     config.bootstrap.timeout.count());
         JobSpec add{.argv = {"nix-channel", "--add", config.bootstrap.channel}, .environment = channelEnvironment(),
                     .log_prefix = "bootstrap |", .output_at_debug = true};
         run(add, [this, then, update = add](const JobResult& added) mutable {
@@ -250,9 +262,11 @@ struct DeployQueue::Impl {
 
     void channelFailed(const std::string& what, const JobResult& r, const std::function<void()>& then) {
         next_channel_try = Clock::now() + channel_backoff;
+        std::string how = r.timed_out ? "still running after bootstrap.timeout_s " + std::to_string(config.bootstrap.timeout.count()) + " s"
+                                      : r.description;
         spdlog::error("bootstrap: channel {} not set up ({} {}{}); deploying without it, next try before a deployment "
                       "in {} s or later",
-                      config.bootstrap.channel, what, r.description, r.last_line.empty() ? "" : ": " + r.last_line,
+                      config.bootstrap.channel, what, how, r.last_line.empty() ? "" : ": " + r.last_line,
                       channel_backoff.count());
         channel_backoff = std::min<std::chrono::seconds>(channel_backoff * 2, std::chrono::hours(1));
         then();
@@ -265,12 +279,14 @@ struct DeployQueue::Impl {
     }
 
     // Without a network Nix retries each download for a while; a short connect timeout makes an
-    // unreachable channel fail in seconds rather than minutes (a user's own setting wins).
+    // unreachable channel fail in seconds rather than minutes, and a stall timeout one that accepts
+    // and never answers (a user's own settings win).
     static std::vector<std::string> channelEnvironment() {
         std::map<std::string, std::string> env = environmentMap(environ);
         std::string& nix_config = env["NIX_CONFIG"];
-        if (nix_config.find("connect-timeout") == std::string::npos)
-            nix_config += std::string(nix_config.empty() ? "" : "\n") + "connect-timeout = 10";
+        for (const char* setting : {"connect-timeout = 10", "stalled-download-timeout = 30"})
+            if (nix_config.find(std::string_view(setting).substr(0, std::string_view(setting).find(' '))) == std::string::npos)
+                nix_config += std::string(nix_config.empty() ? "" : "\n") + setting;
         std::vector<std::string> out;
         for (const auto& [k, v] : env) out.push_back(k + "=" + v);
         return out;
@@ -311,9 +327,11 @@ struct DeployQueue::Impl {
         });
     }
 
-    // Every job of a deployment: bounded by deploy.timeout_s, then SIGKILL after the grace.
+    // Every job of a deployment: bounded by deploy.timeout_s (the channel's by bootstrap.timeout_s),
+    // then SIGKILL after the grace.
     void run(JobSpec spec, std::function<void(const JobResult&)> done) {
-        spec.timeout = config.deploy.timeout;
+        spec.timeout = spec.argv.front() == "nix-channel" ? std::chrono::milliseconds(config.bootstrap.timeout)
+                                                          : std::chrono::milliseconds(config.deploy.timeout);
         spec.kill_after = config.shutdown.grace;
         job = ChildJob::start(io, spawner, reaper, std::move(spec), [this, done = std::move(done)](const JobResult& r) {
             job.reset();

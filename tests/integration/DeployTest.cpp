@@ -4,6 +4,9 @@
 #include "support/Harness.hpp"
 
 #include <catch2/catch.hpp>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
 #include <csignal>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -283,7 +286,10 @@ TEST_CASE("bootstrap: a channel that cannot be set up is one line, and the deplo
     fs::create_directories(c.t / "home");
     c.start("", {"HOME=" + c.t / "home", kUnreachableChannel});
     REQUIRE(c.done(1));
-    CHECK(harness::count(c.init->stderrText(), "bootstrap") == 1); // nix's own retries stay at debug
+    // What it does, then what came of it: nix's own retries stay at debug.
+    CHECK(harness::count(c.init->stderrText(), "bootstrap") == 2);
+    CHECK_THAT(c.init->stderrText(), Catch::Contains("bootstrap: adding and updating channel "
+                                                     "http://127.0.0.1:9/nixpkgs-unstable (at most 600 s each)"));
     CHECK_THAT(c.init->stderrText(),
                Catch::Contains("bootstrap: channel http://127.0.0.1:9/nixpkgs-unstable not set up (nix-channel --update exited "
                                "with status 1: error: unable to download 'http://127.0.0.1:9/nixpkgs-unstable'") &&
@@ -291,7 +297,7 @@ TEST_CASE("bootstrap: a channel that cannot be set up is one line, and the deplo
     CHECK_THAT(readFile(c.t / "home/.nix-channels"), Catch::Contains("http://127.0.0.1:9/nixpkgs-unstable nixpkgs"));
     c.save(model("2")); // within deploy.retry_backoff_s (10 s): no second wait for the network
     REQUIRE(c.done(2));
-    CHECK(harness::count(c.init->stderrText(), "bootstrap") == 1);
+    CHECK(harness::count(c.init->stderrText(), "bootstrap") == 2);
     CHECK_THAT(readFile(c.t / "state/state.yaml"), Catch::Contains("channel_configured: false"));
     c.stop();
 }
@@ -310,6 +316,28 @@ TEST_CASE("bootstrap: a channel that failed is tried again before a deployment a
     CHECK(harness::count(c.init->stderrText(), "bootstrap: channel") == 2);
     CHECK_THAT(c.init->stderrText(), Catch::Contains("next try before a deployment in 2 s or later"));
     c.stop();
+}
+
+TEST_CASE("bootstrap: a channel server that accepts and never answers is given up after bootstrap.timeout_s", "[deploy]") {
+    Container c;
+    fs::create_directories(c.t / "home");
+    // A server that accepts connections and never says a word (the kernel accepts into the backlog).
+    int server = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    REQUIRE(server >= 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::bind(server, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+    REQUIRE(::listen(server, 16) == 0);
+    socklen_t len = sizeof addr;
+    REQUIRE(::getsockname(server, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+    std::string url = "http://127.0.0.1:" + std::to_string(ntohs(addr.sin_port)) + "/nixpkgs-unstable";
+    c.start("bootstrap:\n  timeout_s: 2\n", {"HOME=" + c.t / "home", "NIXPROC_INIT_BOOTSTRAP_CHANNEL=" + url});
+    REQUIRE(c.done(1));
+    CHECK_THAT(c.init->stderrText(), Catch::Contains("bootstrap: channel " + url + " not set up (nix-channel --update still "
+                                                     "running after bootstrap.timeout_s 2 s"));
+    c.stop();
+    ::close(server);
 }
 
 TEST_CASE("bootstrap: no channel set-up when root's channels profile exists already", "[deploy]") {
@@ -588,6 +616,17 @@ TEST_CASE("a deployment that timed out is tried again after a backoff, and one k
             c.stop();
         }
     }
+}
+
+TEST_CASE("a check that crashes (SIGABRT) is a failure that waits for the next change, not tried again", "[deploy]") {
+    Container c;
+    c.deploy_extra = "  check: [sh, -c, 'kill -ABRT $$']\n  retries: 2\n  retry_backoff_s: 1\n";
+    c.start();
+    REQUIRE(c.init->expectLog("deploy #1: failed"));
+    CHECK_THAT(c.init->stderrText(), Catch::Contains("killed by SIGABRT"));
+    REQUIRE(c.init->expectLog("the next change of the model (or SIGHUP) deploys again"));
+    CHECK_THAT(c.init->stderrText(), !Catch::Contains("trying again"));
+    c.stop();
 }
 
 TEST_CASE("a model under a folder that others can write is refused, and so is a link into one", "[deploy]") {
