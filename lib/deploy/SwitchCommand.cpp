@@ -18,6 +18,16 @@ std::string upstreamProfileFolder(const std::map<std::string, std::string>& env)
     return (fs::path(state) / "profiles").lexically_normal().string();
 }
 
+// A word as a POSIX shell reads it back: as it is when it holds nothing special, else quoted.
+std::string shellWord(const std::string& word) {
+    bool plain = !word.empty() && word.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                                         "0123456789_./:@%+,=-") == std::string::npos;
+    if (plain) return word;
+    std::string out = "'";
+    for (char c : word) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+    return out + "'";
+}
+
 } // namespace
 
 bool isUpstreamSwitch(const std::string& program) {
@@ -53,9 +63,12 @@ SwitchInvocation switchInvocation(const Config& config, const ProcessManager& ma
         if (disnix) {
             out.rollback_command = "disnix-env --rollback";
         } else {
-            for (const auto& kv : out.profile_environment) out.rollback_command += kv + " ";
+            for (const auto& kv : out.profile_environment) {
+                auto eq = kv.find('=');
+                out.rollback_command += kv.substr(0, eq + 1) + shellWord(kv.substr(eq + 1)) + " ";
+            }
             out.rollback_command += fs::path(out.argv.front()).filename().string();
-            for (const auto& option : out.profile_options) out.rollback_command += " " + option;
+            for (const auto& option : out.profile_options) out.rollback_command += " " + shellWord(option);
             out.rollback_command += " --rollback";
         }
     }

@@ -174,7 +174,10 @@ std::string upstreamCommandRefusal(const Config& config, const char* path_env) {
     fix += ", or give docker run --entrypoint, which clears the image's Cmd; nixproc-init ";
     fix += found->kind == UpstreamCommand::Kind::Bootstrap ? "sets up the channel (bootstrap.channel) and deploys the model itself"
                                                            : "starts and stops the services itself";
-    return "the command " + config.manager.command.front() + " is " + found->what + ": " + found->why +
+    // "the command /bin/bootstrap is nix-processmgmt's…", not "…is /bin/bootstrap, nix-processmgmt's…"
+    const std::string& command = config.manager.command.front();
+    std::string what = found->what.starts_with(command + ", ") ? found->what.substr(command.size() + 2) : found->what;
+    return "the command " + command + " is " + what + ": " + found->why +
            ". Not starting anything. " + fix + " (README: Using it with nix-processmgmt images).";
 }
 

@@ -50,7 +50,7 @@ TEST_CASE("the image's /bin/bootstrap as COMMAND is refused before anything runs
             Child init(inPidNamespace({initBinary(), "-c", config(t, manager), "--", bootstrap}), {.env = env});
             CHECK(init.wait() == 2);
             CHECK_THAT(init.stderrText(),
-                       Catch::Contains("the command " + bootstrap + " is " + bootstrap + ", nix-processmgmt's bootstrap script for " +
+                       Catch::Contains("the command " + bootstrap + " is nix-processmgmt's bootstrap script for " +
                                        manager + " (nixproc/create-image-from-steps/steps/bootstrap-init.nix): it adds and "
                                        "updates a Nix channel, starts nixproc-" + manager + "-switch in the background") &&
                            Catch::Contains("Not starting anything. Build the image with `bootstrap = false` and its Cmd set to []"));

@@ -104,6 +104,10 @@ TEST_CASE("the rollback command repeats what the switch was told") {
           "NIX_USER_PROFILE_DIR=/srv/profiles nixproc-sysvinit-switch -p web --runlevel 5 --rollback");
     c.deploy.command = {"my-deploy"};
     CHECK(switchInvocation(c, m, "/m.nix", {}).rollback_command.empty());
+    c.deploy.command = {"nixproc-sysvinit-switch"};
+    c.profile = "/srv/my profiles/it's";
+    CHECK(switchInvocation(c, m, "/m.nix", {}).rollback_command ==
+          "NIX_USER_PROFILE_DIR='/srv/my profiles' nixproc-sysvinit-switch -p 'it'\\''s' --runlevel 5 --rollback");
 }
 
 TEST_CASE("a deploy command that is not an upstream switch gets the environment but no options") {

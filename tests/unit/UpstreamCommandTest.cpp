@@ -127,8 +127,8 @@ TEST_CASE("the command is found on PATH and read without blocking, at most a few
 
 TEST_CASE("the refusal says what was recognised, why it cannot run, and what to do", "[upstream]") {
     auto sysvinit = upstreamCommandRefusal(withCommand(ManagerKind::SysVinit, {kSysvinitProxy}), "/usr/bin:/bin");
-    CHECK_THAT(sysvinit, Catch::StartsWith("the command " + kSysvinitProxy + " is " + kSysvinitProxy +
-                                           ", nix-processmgmt's compound proxy script for sysvinit (nixproc/backends/util/"
+    CHECK_THAT(sysvinit, Catch::StartsWith("the command " + kSysvinitProxy +
+                                           " is nix-processmgmt's compound proxy script for sysvinit (nixproc/backends/util/"
                                            "generate-compound-proxy.nix"));
     CHECK_THAT(sysvinit, Catch::Contains("every rc script would be started and stopped twice. Not starting anything. Build the "
                                          "image with `bootstrap = false` and its Cmd set to [], or give docker run --entrypoint"));
