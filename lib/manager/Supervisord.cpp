@@ -283,6 +283,7 @@ public:
     void check() const override {
         settings();
         ProcessManager::check();
+        refuseTakenPort();
         describeReadiness();
         warnAboutConfDir();
         warnAboutBareSupervisorctl();
@@ -300,6 +301,21 @@ private:
         if (path.empty()) path = settings().pidfile;
         if (path.empty()) path = "supervisord.pid"; // options.py:644, in supervisord's working folder
         return supervisordPath(path, settings().start);
+    }
+
+    // Before supervisord starts, nothing may answer on its port: something that does (another
+    // container of the same Kubernetes pod shares the network namespace, and upstream's port is
+    // always 127.0.0.1:9001) would pass for supervisord, which then cannot bind and exits, and
+    // the switch's supervisorctl would talk to the other one.
+    void refuseTakenPort() const {
+        const auto& s = settings();
+        if (!s.socket.empty() || s.inet_address.empty()) return;
+        if (!ReadinessProbe{ReadinessProbe::Kind::TcpPort, s.inet_address}.ready()) return;
+        throw ManagerError("supervisord: " + s.inet_address + " ([inet_http_server] port of " + config_.manager.config +
+                               ") already answers before supervisord starts: another program holds it (another "
+                               "supervisord, or another container of the same pod); give this one another port, or "
+                               "a [unix_http_server] socket",
+                           exit_code::kUsage);
     }
 
     // Once, at start: which probe and why.

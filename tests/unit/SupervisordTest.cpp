@@ -9,6 +9,7 @@
 #include <arpa/inet.h>
 #include <catch2/catch.hpp>
 #include <chrono>
+#include <cstdint>
 #include <cstdlib>
 #include <fstream>
 #include <netinet/in.h>
@@ -71,12 +72,13 @@ std::unique_ptr<ProcessManager> supervisordFor(Config& config, const std::string
 struct Listener {
     int fd = -1;
     int port = 0;
-    Listener() {
+    explicit Listener(int at = 0) {
         fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
         REQUIRE(fd >= 0);
         sockaddr_in a{};
         a.sin_family = AF_INET;
         a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        a.sin_port = htons(static_cast<std::uint16_t>(at));
         REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
         REQUIRE(::listen(fd, 4) == 0);
         socklen_t len = sizeof a;
@@ -151,12 +153,14 @@ TEST_CASE("the inet probe answers once something listens on the port, without bl
     CHECK_FALSE(probe->ready()); // refused at once
     CHECK(std::chrono::steady_clock::now() - started < std::chrono::milliseconds(100));
 
-    // Something listens now (another port: the closed one may be taken by then).
-    Listener listener;
-    manager = supervisordFor(config, write(s.dir + "/supervisord.conf", upstreamConf("port = :" + std::to_string(listener.port))));
+    // Something listens there once supervisord has started (check() refuses a port that already
+    // answers before: see below). `port = :N` means every interface: probed on 127.0.0.1.
+    port = closedPort();
+    manager = supervisordFor(config, write(s.dir + "/supervisord.conf", upstreamConf("port = :" + std::to_string(port))));
     REQUIRE_NOTHROW(manager->check());
     probe = manager->readiness();
     REQUIRE(probe);
+    Listener listener(port);
     // A loopback handshake is complete when connect returns or at the next look; a few looks at most.
     bool ready = false;
     for (int look = 0; look < 50 && !ready; ++look) ready = probe->ready();
@@ -308,6 +312,23 @@ TEST_CASE("a bare supervisorctl that would read another supervisord.conf than ma
         auto manager = supervisordFor(config, conf);
         REQUIRE_NOTHROW(manager->check());
         CHECK_THAT(log.warnings(), Catch::Contains("supervisorctl") && Catch::Contains("PATH"));
+    }
+}
+
+TEST_CASE("a port that already answers before supervisord starts is refused: it would pass for supervisord", "[supervisord]") {
+    Scratch s;
+    Listener other; // another supervisord, or another container of the same pod
+    Config config;
+    auto manager = supervisordFor(config, write(s.dir + "/supervisord.conf",
+                                                upstreamConf("port = 127.0.0.1:" + std::to_string(other.port))));
+    LogCapture log;
+    try {
+        manager->check();
+        FAIL("check() accepted a port another program holds");
+    } catch (const ManagerError& e) {
+        CHECK(e.exit_code == 2);
+        CHECK_THAT(e.what(), Catch::Contains("127.0.0.1:" + std::to_string(other.port) + " ([inet_http_server] port of " +
+                                             s.dir + "/supervisord.conf) already answers before supervisord starts"));
     }
 }
 
