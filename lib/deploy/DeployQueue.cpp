@@ -78,6 +78,7 @@ struct DeployQueue::Impl {
     bool switch_ran = false;              // the running deployment got as far as the switch
     std::string profile_before;           // the profile's generation when the switch started
     std::string rollback_hint;            // "nixproc-sysvinit-switch -p web --rollback", "" for another command
+    bool invocation_noted = false;        // SwitchInvocation::notes are said once
     Clock::time_point next_channel_try{};  // no channel set-up before this, after a failure
     std::chrono::seconds channel_backoff = config.deploy.retry_backoff;
     Clock::time_point started;
@@ -311,6 +312,10 @@ struct DeployQueue::Impl {
         profile_before = profileTarget();
         SwitchInvocation invocation = switchInvocation(config, manager, model_copy, environmentMap(environ));
         rollback_hint = invocation.rollback_command;
+        if (!invocation_noted) {
+            for (const auto& note : invocation.notes) spdlog::warn("{}: {}", prefix(), note);
+            invocation_noted = true;
+        }
         run({.argv = invocation.argv, .environment = invocation.environment, .log_prefix = prefix() + " |",
              .keep_group_on_success = manager.switchStartsServices()},
             [this](const JobResult& r) {

@@ -46,6 +46,9 @@ SwitchInvocation switchInvocation(const Config& config, const ProcessManager& ma
         fs::path profile(config.profile);
         std::string folder = profile.parent_path().lexically_normal().string();
         std::string name = profile.filename().string();
+        if (auto inherited = env.find("NIX_USER_PROFILE_DIR"); inherited != env.end() && inherited->second != folder)
+            out.notes.push_back("NIX_USER_PROFILE_DIR=" + inherited->second + " from the environment is not given to the "
+                                "switch: the profile is " + config.profile + " (the configuration's `profile`)");
         if (folder == upstreamProfileFolder(env)) env.erase("NIX_USER_PROFILE_DIR");
         else {
             env["NIX_USER_PROFILE_DIR"] = folder;

@@ -23,6 +23,8 @@ struct SwitchInvocation {
     // upstream nixproc-disnix-switch --rollback never finds a generation (tools/commonchecks:138-147
     // reads $profileDir, which the disnix switch never sets).
     std::string rollback_command;
+    // What of the init's environment the switch does not get as it was, and why (said once).
+    std::vector<std::string> notes;
 };
 
 // Whether `program` is one of nix-processmgmt's switches (its file name is nixproc-*-switch): only

@@ -39,6 +39,9 @@ TEST_CASE("the default switch runs with no options, as upstream's bootstrap runs
     CHECK(s.argv == std::vector<std::string>{"nixproc-supervisord-switch"});
     CHECK(envValue(s, "NIXPROC_PROCESSES") == "/var/lib/nixproc-init/model/processes.nix");
     CHECK_FALSE(envValue(s, "NIX_USER_PROFILE_DIR")); // an inherited one would move the profile
+    REQUIRE(s.notes.size() == 1);
+    CHECK(s.notes.front() == "NIX_USER_PROFILE_DIR=/elsewhere from the environment is not given to the switch: the profile is "
+                             "/nix/var/nix/profiles/processes (the configuration's `profile`)");
     CHECK(envValue(s, "PATH") == "/bin");
 }
 
