@@ -41,8 +41,10 @@ WatchSet::WatchSet(Folders& folders, Model model, Warn warn)
 void WatchSet::start() {
     std::string parent = fs::path(model_.folder()).parent_path().string();
     parent_id_ = folders_.add(parent, Folders::Role::Parent);
-    if (parent_id_ < 0) warnOnce(parent, "cannot watch " + parent + ": " + std::strerror(-parent_id_));
+    if (parent_id_ == -ENOSPC) noRoom(parent);
+    else if (parent_id_ < 0) warnOnce(parent, "cannot watch " + parent + ": " + std::strerror(-parent_id_));
     rescan();
+    endBatch();
     spdlog::debug("watching {} and {} folders below it for *.nix{}{}", model_.folder(), ids_.empty() ? 0 : ids_.size() - 1,
                   model_.extra.empty() ? "" : " and ", fmt::join(model_.extra, ", "));
 }
@@ -54,6 +56,22 @@ std::string WatchSet::absolute(const std::string& relative) const {
 void WatchSet::warnOnce(const std::string& folder, const std::string& message) {
     if (warned_.size() >= kMaxModelFiles || !warned_.insert(folder).second) return;
     warn_(message);
+}
+
+void WatchSet::noRoom(const std::string& path) {
+    if (no_room_++ == 0) first_no_room_ = path;
+}
+
+void WatchSet::endBatch() {
+    if (no_room_ == 0) return;
+    // Each folder failing would be one line each (a thousand at start in a big model, and one for
+    // every folder created later): counted instead, and said once for the crawl or the batch.
+    warn_("cannot watch " + std::to_string(no_room_) + (no_room_ == 1 ? " folder" : " folders") + " of the model in " +
+          model_.folder() + " (the first: " + first_no_room_ + "): " + std::strerror(ENOSPC) +
+          ": inotify's watch limit is reached; saves in them are not deployed until sysctl fs.inotify.max_user_watches "
+          "is raised and the init restarted");
+    no_room_ = 0;
+    first_no_room_.clear();
 }
 
 void WatchSet::warnTooDeep(const std::string& path) {
@@ -74,8 +92,8 @@ void WatchSet::rescan() {
     paths_ = std::move(paths);
 }
 
-bool WatchSet::crawl(const std::string& relative, Ids& ids, Paths& paths) {
-    bool found = false;
+WatchSet::Crawled WatchSet::crawl(const std::string& relative, Ids& ids, Paths& paths) {
+    Crawled crawled;
     std::deque<std::string> queue{relative};
     while (!queue.empty()) {
         std::string at = std::move(queue.front());
@@ -93,12 +111,13 @@ bool WatchSet::crawl(const std::string& relative, Ids& ids, Paths& paths) {
         // Watched before it is listed: what is saved meanwhile is an event or in the listing.
         int id = folders_.add(path, at.empty() ? Folders::Role::Model : Folders::Role::Sub);
         if (id < 0) {
-            // Gone (or a symlink now) since it was listed: its parent says so in an event.
-            if (id != -ENOENT && id != -ENOTDIR)
-                warnOnce(path, "cannot watch " + path + ": " + std::strerror(-id) +
-                                   (id == -ENOSPC ? " (fs.inotify.max_user_watches)" : ""));
+            // Gone (or a symlink now) since it was listed: its parent says so in an event. Not
+            // readable (EACCES): named once; its parent's IN_ATTRIB says when it may be.
+            if (id == -ENOSPC) noRoom(path);
+            else if (id != -ENOENT && id != -ENOTDIR) warnOnce(path, "cannot watch " + path + ": " + std::strerror(-id));
             continue;
         }
+        bool watched_before = ids.contains(at) && ids.at(at) == id;
         // A folder of the same name was there before (replaced by one moved in): its watches go.
         if (auto before = ids.find(at); before != ids.end() && before->second != id) drop(at, ids, paths, id);
         // The same folder under a new name (its move was lost in an overflow): the old name goes.
@@ -109,6 +128,7 @@ bool WatchSet::crawl(const std::string& relative, Ids& ids, Paths& paths) {
         int level = levelOf(at);
         std::vector<std::string> subs;
         std::error_code ec;
+        bool found = false;
         for (fs::directory_iterator it(path, ec), end; !ec && it != end; it.increment(ec)) {
             std::string name = it->path().filename().string();
             std::error_code type_ec;
@@ -120,10 +140,12 @@ bool WatchSet::crawl(const std::string& relative, Ids& ids, Paths& paths) {
                 warnTooDeep(path + "/" + name);
             }
         }
+        crawled.found = crawled.found || found;
+        crawled.found_new = crawled.found_new || (found && !watched_before);
         std::sort(subs.begin(), subs.end());
         queue.insert(queue.end(), subs.begin(), subs.end());
     }
-    return found;
+    return crawled;
 }
 
 bool WatchSet::drop(const std::string& relative, Ids& ids, Paths& paths, int keep) {
@@ -158,6 +180,8 @@ std::string WatchSet::handle(const Event& event) {
     if (event.id == parent_id_) {
         if (event.kind == Kind::Dropped) parent_id_ = -1;
         if (event.name != folder_name_) return "";
+        if (event.kind == Kind::FolderAttrib) // chmod'ed: as a sub-folder's, below
+            return crawl("", ids_, paths_).found_new ? model_.folder() : "";
         rescan(); // the model's folder came or went: watch what is there now
         return model_.folder();
     }
@@ -180,7 +204,7 @@ std::string WatchSet::handle(const Event& event) {
         // A folder created empty changes nothing; one moved in with model files does, and so
         // does a file saved into a new folder before its watch was added (the listing finds it),
         // and a folder moved in over one of the same name.
-        bool found = crawl(sub, ids_, paths_);
+        bool found = crawl(sub, ids_, paths_).found;
         return found || (before >= 0 && before != idOf(sub)) ? sub + "/" : "";
     }
     case Kind::FolderOut: {
@@ -195,6 +219,15 @@ std::string WatchSet::handle(const Event& event) {
     case Kind::Dropped:
         drop(at, ids_, paths_);
         return at.empty() ? model_.folder() : at + "/";
+    case Kind::FolderAttrib: {
+        // Its mode or owner changed: a folder whose watch failed (not readable) may be readable
+        // now, and the sub-folders of one watched may be within reach (it was not searchable).
+        // Crawled again (the watches there are kept): model files in a folder watched only now
+        // are a change, like a folder moved in.
+        if (!isModelFolder(event.name, level + 1)) return "";
+        std::string sub = join(at, event.name);
+        return crawl(sub, ids_, paths_).found_new ? sub + "/" : "";
+    }
     case Kind::Overflow:
         break;
     }
@@ -233,7 +266,8 @@ namespace {
 
 constexpr uint32_t kFolderEvents = IN_CLOSE_WRITE | IN_MODIFY | IN_ATTRIB | IN_CREATE | IN_DELETE | IN_MOVED_FROM |
                                    IN_MOVED_TO | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR;
-constexpr uint32_t kParentEvents = IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_ONLYDIR;
+// IN_ATTRIB: the model's folder made readable (chmod) after its watch failed.
+constexpr uint32_t kParentEvents = IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_ATTRIB | IN_ONLYDIR;
 
 // The OS adapter: inotify watches, and their events as watch::Event.
 class Inotify final : public watch::Folders {
@@ -279,7 +313,8 @@ private:
         if (e.mask & IN_ISDIR) {
             if (e.mask & (IN_CREATE | IN_MOVED_TO)) return watch::Event{Kind::FolderIn, e.wd, name};
             if (e.mask & (IN_DELETE | IN_MOVED_FROM)) return watch::Event{Kind::FolderOut, e.wd, name};
-            return std::nullopt; // a sub-folder's attributes
+            if (e.mask & IN_ATTRIB) return watch::Event{Kind::FolderAttrib, e.wd, name};
+            return std::nullopt;
         }
         return watch::Event{Kind::Entry, e.wd, name};
     }
@@ -315,6 +350,7 @@ struct ModelWatcher::Impl : std::enable_shared_from_this<Impl> {
                                      saved.size() < kMaxShown)
                                      saved.push_back(std::move(what));
                              });
+                             self->set.endBatch();
                              if (!saved.empty()) self->restartQuietPeriod(saved);
                              self->wait();
                          });

@@ -8,11 +8,14 @@
 //     itself may be removed and created again, or be a Kubernetes ConfigMap whose `..data` link is
 //     swapped), and every sub-folder that Model::read descends into (isModelFolder: not hidden, not
 //     deeper than kMaxModelDepth), at most kMaxModelFiles folders; folders created or moved in
-//     later are added, folders removed or moved away are dropped;
+//     later are added, folders removed or moved away are dropped; a folder whose mode or owner
+//     changes is tried and listed again (it could not be read before);
 //   - watch::QuietPeriod settles: when the saves have been quiet for debounce_ms, `changed` runs
 //     once.
 // Editor temp and lock files never match. A queue overflow (events were lost) counts as a change
-// and the watch set is crawled anew: the fingerprint decides.
+// and the watch set is crawled anew: the fingerprint decides. A folder that cannot be watched is
+// named once; folders left out at inotify's watch limit are counted, one line per crawl or batch
+// of events.
 #include "deploy/Model.hpp"
 
 #include <boost/asio/steady_timer.hpp>
@@ -36,12 +39,13 @@ namespace watch {
 // One thing the OS reported about a watched folder, in the watch set's terms.
 struct Event {
     enum class Kind {
-        Entry,     // a file in the folder was written, created, removed, renamed or chmod'ed (name)
-        FolderIn,  // a sub-folder was created or moved in (name)
-        FolderOut, // a sub-folder was removed or moved away (name)
-        Gone,      // the watched folder itself was removed or moved
-        Dropped,   // the watch is no more (the kernel dropped it, or it was removed)
-        Overflow,  // events were lost (no folder)
+        Entry,        // a file in the folder was written, created, removed, renamed or chmod'ed (name)
+        FolderIn,     // a sub-folder was created or moved in (name)
+        FolderOut,    // a sub-folder was removed or moved away (name)
+        FolderAttrib, // a sub-folder's mode, owner or times changed (name): it may be readable now
+        Gone,         // the watched folder itself was removed or moved
+        Dropped,      // the watch is no more (the kernel dropped it, or it was removed)
+        Overflow,     // events were lost (no folder)
     };
     Kind kind = Kind::Entry;
     int id = -1; // the watch it came on
@@ -78,6 +82,9 @@ public:
     // What of the model the event changed: a file ("services/web.nix"), a sub-folder
     // ("services/db/") or the model's folder (its full path); "" if nothing of the model did.
     std::string handle(const Event& event);
+    // After the events read at once: says how many folders could not be watched for lack of
+    // inotify watches since the last call, in one line (a storm of folders is not a storm of lines).
+    void endBatch();
 
     // The watched folders relative to the model's folder ("" is the folder itself), sorted.
     std::vector<std::string> watched() const;
@@ -88,15 +95,22 @@ public:
 private:
     using Ids = std::map<std::string, int>;   // relative path → watch
     using Paths = std::map<int, std::string>; // watch → relative path
+    struct Crawled {
+        bool found = false;     // a model file is in a folder listed
+        bool found_new = false; // ...in a folder that was not watched before
+    };
     void rescan();
-    // Watches `relative` and what is below it, breadth first; whether a model file is in there.
-    bool crawl(const std::string& relative, Ids& ids, Paths& paths);
+    // Watches `relative` and what is below it, breadth first (the folders watched already are
+    // listed again, and keep their watches).
+    Crawled crawl(const std::string& relative, Ids& ids, Paths& paths);
     // Forgets `relative` and everything below it, removing their watches but `keep`'s; whether
     // anything was watched there.
     bool drop(const std::string& relative, Ids& ids, Paths& paths, int keep = -1);
     std::string absolute(const std::string& relative) const;
     void warnOnce(const std::string& folder, const std::string& message);
     void warnTooDeep(const std::string& path);
+    // `path` could not be watched: inotify's watch limit (ENOSPC).
+    void noRoom(const std::string& path);
 
     Folders& folders_;
     Model model_;
@@ -107,6 +121,8 @@ private:
     Paths paths_;
     std::set<std::string> warned_; // folders already warned about (each once), at most kMaxModelFiles
     bool full_warned_ = false;     // kMaxModelFiles folders are watched, and that was said
+    std::size_t no_room_ = 0;      // folders left out at the watch limit since the last endBatch
+    std::string first_no_room_;    // the first of them
 };
 
 // The settling: after restart(), `changed` runs once the restarts have been quiet for `quiet`.

@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <sys/stat.h>
 #include <unistd.h>
 
 using namespace harness;
@@ -22,6 +23,8 @@ struct Watched {
     TempDir t;
     std::string folder = t / "etc/nixproc";
     std::unique_ptr<Child> init;
+    std::vector<std::string> outside; // runs `unshare --pid ...` (argv prefix): a user namespace
+    std::vector<std::string> as;      // runs the init inside the PID namespace (argv prefix): setpriv
 
     Watched() { put("processes.nix", "{ main = 1; }\n"); }
 
@@ -46,7 +49,11 @@ struct Watched {
                                              "]\n  check: []\nbootstrap: {channel: \"\"}\n"
                                              // A main child that SIGSTOP and SIGCONT (forwarded) do not end.
                                              "manager:\n  command: [sleep, infinity]\nlog:\n  level: debug\n");
-        init = std::make_unique<Child>(inPidNamespace({initBinary(), "-c", yaml}));
+        std::vector<std::string> command = as;
+        command.insert(command.end(), {initBinary(), "-c", yaml});
+        std::vector<std::string> argv = outside;
+        for (auto& arg : inPidNamespace(command)) argv.push_back(std::move(arg));
+        init = std::make_unique<Child>(argv);
     }
 
     std::vector<std::string> records() const {
@@ -241,5 +248,73 @@ TEST_CASE("an inotify queue overflow re-crawls the sub-folders: one created whil
     w.put("services/db/db.nix", "{ replicas = 2; }\n");
     REQUIRE(w.done(3));
     w.sentinel(4);
+    w.stop();
+}
+
+TEST_CASE("at inotify's watch limit one line says how many folders are not watched, and one more for a batch of new ones", "[watch]") {
+    Watched w;
+    for (int i = 1; i <= 100; ++i) w.put("d" + std::to_string(i) + "/m.nix", "{ }\n");
+    // The limit of a user namespace of its own (the host's fs.inotify.max_user_watches is left as
+    // it is): the parent, the model's folder and 18 of its 100 sub-folders.
+    auto limit = w.t.write("limit.sh", "echo 20 > /proc/sys/user/max_inotify_watches && exec \"$@\"\n");
+    w.outside = {"unshare", "--user", "--map-root-user", "/bin/sh", limit};
+    w.start();
+    REQUIRE(w.done(1)); // the watcher is set up before the first deployment: its warnings are in the log
+    auto warnings = [&] { return count(w.init->stderrText(), "cannot watch"); };
+    CHECK(warnings() == 1);
+    CHECK_THAT(w.init->stderrText(), Catch::Contains("cannot watch 82 folders of the model in " + w.folder + " (the first: " +
+                                                     w.folder + "/d25): No space left on device") &&
+                                         Catch::Contains("sysctl fs.inotify.max_user_watches"));
+    // 50 folders created while the init is frozen: it reads their events at once, in one batch.
+    pid_t pid = namespaceInit(w.init->pid());
+    REQUIRE(::kill(pid, SIGSTOP) == 0);
+    for (int i = 101; i <= 150; ++i) fs::create_directory(w.folder + "/d" + std::to_string(i));
+    REQUIRE(::kill(pid, SIGCONT) == 0);
+    w.sentinel(2); // read after the 50 creations
+    CHECK(warnings() == 2);
+    CHECK_THAT(w.init->stderrText(), Catch::Contains("cannot watch 50 folders of the model in " + w.folder + " (the first: " +
+                                                     w.folder + "/d101): No space left on device"));
+    // What is watched still deploys.
+    w.put("d1/m.nix", "{ d1 = 2; }\n");
+    REQUIRE(w.done(3));
+    CHECK_THAT(w.records().back(), Catch::Contains("d1/m.nix={ d1 = 2; }"));
+    w.sentinel(4);
+    w.stop();
+}
+
+TEST_CASE("a sub-folder that could not be read when it came is watched once it is made readable, and saves in it deploy", "[watch]") {
+    Watched w;
+    w.put("services/web.nix", "{ port = 1; }\n");
+    // Root reads every folder: the init runs as nobody. The model stays root's (trusted, and
+    // readable by all); the state folder and the recorder's output are nobody's.
+    w.as = {"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"};
+    REQUIRE(::chmod(w.t.path.c_str(), 0755) == 0);
+    fs::create_directory(w.t / "state");
+    std::ofstream(w.t / "deployed").flush();
+    for (const auto& path : {w.t / "state", w.t / "deployed"}) REQUIRE(::chown(path.c_str(), 65534, 65534) == 0);
+    w.start();
+    REQUIRE(w.done(1));
+    // Moved in unreadable (mode 000): its watch fails, and its files cannot be listed.
+    TempDir outside;
+    fs::create_directories(outside / "locked/replicas");
+    std::ofstream(outside / "locked/db.nix") << "{ replicas = 1; }\n";
+    std::ofstream(outside / "locked/replicas/r.nix") << "{ r = 1; }\n";
+    REQUIRE(::chmod((outside / "locked").c_str(), 0) == 0);
+    fs::rename(outside / "locked", w.folder + "/services/locked");
+    REQUIRE(w.init->expectLog("cannot watch " + w.folder + "/services/locked: Permission denied"));
+    // Made readable: the init's watch on services/ says so (IN_ATTRIB), and its files are deployed.
+    REQUIRE(::chmod((w.folder + "/services/locked").c_str(), 0755) == 0);
+    REQUIRE(w.done(2));
+    CHECK_THAT(w.records().back(), Catch::Contains("services/locked/db.nix={ replicas = 1; }") &&
+                                       Catch::Contains("services/locked/replicas/r.nix={ r = 1; }"));
+    // ...and saves inside it, and in the folder below it, are seen.
+    w.put("services/locked/db.nix", "{ replicas = 2; }\n");
+    REQUIRE(w.done(3));
+    CHECK_THAT(w.records().back(), Catch::Contains("services/locked/db.nix={ replicas = 2; }"));
+    w.put("services/locked/replicas/r.nix", "{ r = 2; }\n");
+    REQUIRE(w.done(4));
+    CHECK_THAT(w.records().back(), Catch::Contains("services/locked/replicas/r.nix={ r = 2; }"));
+    w.sentinel(5);
+    CHECK(count(w.init->stderrText(), "cannot watch") == 1);
     w.stop();
 }

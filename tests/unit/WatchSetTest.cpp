@@ -25,13 +25,17 @@ struct FakeFolders : watch::Folders {
     std::map<int, std::string> live; // id → the path it was added with
     std::vector<int> removed;
     int next = 1;
+    std::map<std::string, int> refuse; // path → the errno inotify_add_watch gives for it (EACCES)
+    std::size_t max_watches = SIZE_MAX; // beyond it a new watch fails with ENOSPC, as inotify's limit
 
     int add(const std::string& path, Role role) override {
+        if (auto it = refuse.find(path); it != refuse.end()) return -it->second;
         struct stat st {};
         // A sub-folder is never followed: a symlink is not a folder then (IN_DONT_FOLLOW|IN_ONLYDIR).
         int rc = role == Role::Sub ? ::lstat(path.c_str(), &st) : ::stat(path.c_str(), &st);
         if (rc != 0) return -errno;
         if (!S_ISDIR(st.st_mode)) return -ENOTDIR;
+        if (!by_inode.contains({st.st_dev, st.st_ino}) && live.size() >= max_watches) return -ENOSPC;
         auto [it, added] = by_inode.try_emplace({st.st_dev, st.st_ino}, next);
         if (added) ++next;
         live[it->second] = path;
@@ -251,6 +255,114 @@ TEST_CASE("more folders than the bound: what fits is watched, and one warning na
     CHECK(t.event(Kind::FolderOut, "many", "100000") == "many/100000/");
     CHECK(t.event(Kind::FolderIn, "", "late").empty());
     CHECK(t.set->idOf("late") >= 0);
+    t.consistent();
+}
+
+TEST_CASE("at inotify's watch limit one warning per crawl or batch of events counts the folders left out and names the first", "[watch]") {
+    Tree t;
+    for (int i = 1; i <= 100; ++i) t.put("d" + std::to_string(i) + "/m.nix");
+    t.put("locked/m.nix");
+    t.os.refuse[t.folder + "/locked"] = EACCES;
+    t.os.max_watches = 20; // the parent, the model's folder and 18 sub-folders
+    t.start();
+    // By name: d1, d10, d100, d11 ... d19, d2, d20 ... d24.
+    CHECK(t.watched().size() == 19);
+    CHECK(t.watched().back() == "d24");
+    // Another error keeps its own line, one per folder.
+    REQUIRE(t.warnings.size() == 2);
+    CHECK(t.warnings[0] == "cannot watch " + t.folder + "/locked: Permission denied");
+    CHECK_THAT(t.warnings[1], Catch::StartsWith("cannot watch 82 folders of the model in " + t.folder + " (the first: " + t.folder +
+                                                "/d25): No space left on device") &&
+                                  Catch::Contains("sysctl fs.inotify.max_user_watches"));
+    t.consistent();
+
+    // Folders created later that do not fit either: counted, and said once for the batch of events.
+    for (int i = 101; i <= 150; ++i) {
+        t.mkdir("d" + std::to_string(i));
+        CHECK(t.event(Kind::FolderIn, "", "d" + std::to_string(i)).empty());
+    }
+    CHECK(t.warnings.size() == 2);
+    t.set->endBatch();
+    REQUIRE(t.warnings.size() == 3);
+    CHECK_THAT(t.warnings[2], Catch::StartsWith("cannot watch 50 folders of the model in " + t.folder + " (the first: " + t.folder +
+                                                "/d101): No space left on device"));
+    t.set->endBatch(); // nothing new: nothing said
+    CHECK(t.warnings.size() == 3);
+
+    // A crawl (after an overflow) says it again, with what it found; the refused folder is not named again.
+    CHECK(t.set->handle({Kind::Overflow, -1, ""}) == t.folder);
+    CHECK(t.event(Kind::FolderIn, "", "locked").empty());
+    t.set->endBatch();
+    REQUIRE(t.warnings.size() == 5);
+    CHECK_THAT(t.warnings[3], Catch::Contains("overflow"));
+    // By name again, the new folders among the old ones: d1, d10, d100, then d101 is the first that does not fit.
+    CHECK_THAT(t.warnings[4], Catch::StartsWith("cannot watch 132 folders of the model in " + t.folder + " (the first: " + t.folder +
+                                                "/d101)"));
+    CHECK(t.watched().size() == 19);
+    t.consistent();
+}
+
+TEST_CASE("a sub-folder that could not be watched is watched and listed when its mode changes, a change if it holds model files", "[watch]") {
+    Tree t;
+    t.put("services/web.nix");
+    t.put("services/locked/db.nix");
+    t.put("services/locked/deeper/x.nix");
+    t.mkdir("services/empty");
+    t.os.refuse[t.folder + "/services/locked"] = EACCES;
+    t.os.refuse[t.folder + "/services/empty"] = EACCES;
+    t.start();
+    CHECK(t.watched() == Paths{"", "services"});
+    CHECK(t.warnings.size() == 2);
+    // chmod 755: the parent reports the sub-folder's new attributes.
+    t.os.refuse.clear();
+    CHECK(t.event(Kind::FolderAttrib, "services", "locked") == "services/locked/");
+    CHECK(t.watched() == Paths{"", "services", "services/locked", "services/locked/deeper"});
+    CHECK(t.event(Kind::Entry, "services/locked/deeper", "x.nix") == "services/locked/deeper/x.nix");
+    // Readable but empty: watched, and nothing of the model changed.
+    CHECK(t.event(Kind::FolderAttrib, "services", "empty").empty());
+    CHECK(t.set->idOf("services/empty") >= 0);
+    // chmod of folders watched already, with nothing new below them: no change, and the watches stay.
+    int locked = t.set->idOf("services/locked");
+    CHECK(t.event(Kind::FolderAttrib, "services", "locked").empty());
+    CHECK(t.event(Kind::FolderAttrib, "", "services").empty());
+    CHECK(t.set->idOf("services/locked") == locked);
+    CHECK(t.os.removed.empty());
+    // Hidden folders are not the model's, whatever their mode.
+    t.mkdir("services/.git");
+    CHECK(t.event(Kind::FolderAttrib, "services", ".git").empty());
+    CHECK(t.set->idOf("services/.git") == -1);
+
+    // A folder watched, whose sub-folder could not be (it could not be searched): its chmod tries
+    // what is below it again.
+    t.put("services/db/replica/r.nix");
+    t.os.refuse[t.folder + "/services/db/replica"] = EACCES;
+    CHECK(t.event(Kind::FolderIn, "services", "db").empty());
+    CHECK(t.set->idOf("services/db") >= 0);
+    CHECK(t.set->idOf("services/db/replica") == -1);
+    t.os.refuse.clear();
+    CHECK(t.event(Kind::FolderAttrib, "services", "db") == "services/db/");
+    CHECK(t.set->idOf("services/db/replica") >= 0);
+    // Each refused folder was named once.
+    CHECK(t.warnings.size() == 3);
+    t.consistent();
+}
+
+TEST_CASE("the model's folder that could not be watched is watched when its mode changes", "[watch]") {
+    Tree t;
+    t.put("services/web.nix");
+    t.os.refuse[t.folder] = EACCES;
+    t.start();
+    CHECK(t.watched().empty());
+    REQUIRE(t.warnings.size() == 1);
+    CHECK(t.warnings[0] == "cannot watch " + t.folder + ": Permission denied");
+    t.os.refuse.clear();
+    CHECK(t.set->handle({Kind::FolderAttrib, t.set->parentId(), "nixproc"}) == t.folder);
+    CHECK(t.watched() == Paths{"", "services"});
+    // Watched already: a chmod changes nothing of the model.
+    CHECK(t.set->handle({Kind::FolderAttrib, t.set->parentId(), "nixproc"}).empty());
+    CHECK(t.set->handle({Kind::FolderAttrib, t.set->parentId(), "other"}).empty());
+    CHECK(t.watched() == Paths{"", "services"});
+    CHECK(t.os.removed.empty());
     t.consistent();
 }
 
