@@ -60,10 +60,16 @@ bool pidfileSettled(const std::string& path, std::chrono::milliseconds settle, s
 
 bool ReadinessProbe::ready() const {
     if (kind == Kind::FifoReader) {
+        // Only a FIFO says whether someone reads it: a regular file or /dev/null opens for writing
+        // as well, and a device may act on being opened (a watchdog), so nothing else is opened.
+        // The descriptor is looked at too, in case the path was replaced in between.
+        struct stat st {};
+        if (::stat(path.c_str(), &st) != 0 || !S_ISFIFO(st.st_mode)) return false;
         int fd = ::open(path.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
         if (fd < 0) return false; // ENOENT: not created yet; ENXIO: nobody reads it yet
+        bool fifo = ::fstat(fd, &st) == 0 && S_ISFIFO(st.st_mode);
         ::close(fd);
-        return true;
+        return fifo;
     }
     if (kind == Kind::TcpPort) return tcpAnswers(path);
     if (kind == Kind::Pidfile) return pidfileSettled(path, settle, written_after);
