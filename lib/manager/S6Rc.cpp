@@ -5,9 +5,11 @@
 // (Config::runtimeDir()). The image compiles a boot database at /etc/s6/rc/compiled
 // (nixproc/backends/s6-rc/image-steps/s6-rc-dynamic.nix:14-16).
 //
-// s6-svscan on the scan folder is the main child. Before it starts, what a previous run of the
-// same container left there (Docker keeps /run) is cleared: s6-rc-init cannot link its services
-// over the old links ("File exists"), and s6-svscan would start the old services outside s6-rc.
+// s6-svscan on the scan folder is the main child. Before it starts, the runtime and scan folders
+// must be such that no one but root (or the init's user) can change them, and what a previous
+// run of the same container left there (Docker keeps /run) is cleared: s6-rc-init cannot link its
+// services over the old links ("File exists"), and s6-svscan would start the old services outside
+// s6-rc. Only what s6-rc-init and s6-rc-update make, by name and kind, is cleared.
 // Once s6-svscan reads its control FIFO, the start steps bring back the database deployed last
 // (else the boot database; with neither, the first switch runs s6-rc-init itself):
 // s6-rc-init, then `s6-rc -u change default`. At shutdown `s6-rc -bDa change` takes everything
@@ -16,14 +18,19 @@
 #include "manager/Backends.hpp"
 
 #include "deploy/ProfileDiff.hpp"
+#include "io/PathTrust.hpp"
 #include "io/RegularFile.hpp"
 #include "process/ExitStatus.hpp"
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fmt/format.h>
 #include <functional>
 #include <spdlog/spdlog.h>
+#include <string_view>
+#include <sys/stat.h>
 
 namespace nixproc {
 namespace {
@@ -128,11 +135,70 @@ std::string processOf(const std::string& name, const std::map<std::string, Defin
     return name;
 }
 
-// Whether `target` (a scan folder link's target) lies in a live folder named `live`, or in one
-// of the live:PROG:XXXXXX folders s6-rc-init and s6-rc-update make beside it.
-bool inLiveState(const std::string& target, const std::vector<std::string>& live_spellings) {
-    for (const auto& live : live_spellings)
-        if (target.starts_with(live + "/") || target.starts_with(live + ":")) return true;
+// What s6-rc-init and s6-rc-update make beside the live link LIVE, named LIVE:SUFFIX:XXXXXX with
+// six characters of mkdtemp(3) (glibc: A-Z a-z 0-9) or of skalibs' mkltemp (the same with - and _:
+// skalibs 2.15.1.0 src/librandom/random_name_from.c:8, src/libposixplz/mkfiletemp.c:14-18). No
+// other name is theirs: `s6-rc:s6-rc-mydata` is someone else's.
+struct LiveSibling {
+    std::string_view suffix;
+    bool folder; // a live folder: s6rc_livedir_create.c:22-26, with PROG as SUFFIX
+    bool link;   // the temporary link atomic_symlink renames over LIVE, left when that failed
+};
+constexpr LiveSibling kLiveSiblings[] = {
+    // The live folders of s6-rc-init (s6-rc-init.c:39, :97) and s6-rc-update (s6-rc-update.c:568,
+    // :331); s6-rc-init's atomic_symlink(..., LIVE, PROG) (s6-rc-init.c:116) makes its temporary
+    // link under the same name with skalibs 2.13 and 2.14 (src/libunixonacid/atomic_symlink.c:21-31).
+    {"s6-rc-init", true, true},
+    {"s6-rc-update", true, false},
+    {"s6-rc-update_atomic_symlink", false, true}, // s6-rc-update.c:378, skalibs 2.13 and 2.14
+    {"skalibs-atomic_symlink4", false, true},     // skalibs 2.15: src/libunixonacid/atomic_symlink4.c:34
+};
+
+bool tempNameChars(std::string_view x) {
+    return x.size() == 6 && std::all_of(x.begin(), x.end(), [](char c) {
+               return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_';
+           });
+}
+
+// The kind of entry s6-rc makes under `name` beside the live link `base`, or nullptr.
+const LiveSibling* liveSibling(std::string_view name, std::string_view base) {
+    if (name.size() <= base.size() || !name.starts_with(base) || name[base.size()] != ':') return nullptr;
+    name.remove_prefix(base.size() + 1);
+    for (const auto& sibling : kLiveSiblings) {
+        const auto n = sibling.suffix.size();
+        if (name.size() == n + 7 && name.starts_with(sibling.suffix) && name[n] == ':' && tempNameChars(name.substr(n + 1)))
+            return &sibling;
+    }
+    return nullptr;
+}
+
+// Where s6-rc's live state is, for the scan folder's links: s6-rc-init links each service as
+// LIVE/servicedirs/NAME with LIVE as -l named it (s6_supervise_link), which must be absolute
+// (s6-rc-init.c:66-67).
+struct LiveState {
+    std::vector<fs::path> folders; // the live link's folder, normalised: as configured, and resolved
+    std::string base;              // the live link's name
+    bool live_is_link;             // LIVE is s6-rc's symlink (or is gone); a real folder is not s6-rc's
+};
+
+// Whether a scan folder link's target lies in the live state: in LIVE (when it is s6-rc's) or in
+// one of the live folders beside it. Compared once normalised, so `LIVE/../../elsewhere` is
+// elsewhere: lexically, as the kernel follows it, since LIVE leads to a folder beside it.
+bool inLiveState(const fs::path& target, const LiveState& state) {
+    if (!target.is_absolute()) return false;
+    const fs::path normal = target.lexically_normal();
+    for (const auto& folder : state.folders) {
+        const fs::path rel = normal.lexically_relative(folder);
+        auto it = rel.begin();
+        if (it == rel.end()) continue;
+        const std::string first = it->string();
+        if (first == "." || first == ".." || ++it == rel.end() || it->empty()) continue; // outside, or not inside a folder
+        if (first == state.base) {
+            if (state.live_is_link) return true;
+        } else if (auto sibling = liveSibling(first, state.base); sibling && sibling->folder) {
+            return true;
+        }
+    }
     return false;
 }
 
@@ -161,8 +227,9 @@ public:
         std::error_code ec;
         const std::string live = liveDir();
         std::vector<Step> steps;
-        if (fs::exists(fs::symlink_status(live, ec))) {
+        if (fs::is_symlink(fs::symlink_status(live, ec))) {
             // Only kept when an s6-svscan already ran on the scan folder (see check()): it is current.
+            // Anything else than s6-rc-init's symlink is not s6-rc's, and s6-rc-init says why it fails there.
             spdlog::info("s6-rc: {} exists, with the s6-svscan that already runs on {}", live, scanDir());
         } else if (auto db = database()) {
             steps.push_back({{"s6-rc-init", "-c", *db, "-l", live, scanDir()}, "s6-rc-init"});
@@ -177,7 +244,7 @@ public:
 
     std::vector<Step> stopSteps() const override {
         std::error_code ec;
-        if (!fs::exists(fs::symlink_status(liveDir(), ec))) return {};
+        if (!fs::is_symlink(fs::symlink_status(liveDir(), ec))) return {}; // no live state of s6-rc's
         return {{{"s6-rc", "-l", liveDir(), "-bDa", "change"}, "s6-rc -bDa change"}};
     }
 
@@ -213,14 +280,44 @@ public:
     // Also prepares the runtime folders, the one hook that runs before s6-svscan starts.
     void check() const override {
         for (const char* tool : {"s6-rc", "s6-rc-init"}) requireProgram(name(), tool);
-        std::error_code ec;
-        fs::create_directories(scanDir(), ec);
-        if (ec) throw ManagerError("s6-rc: scan folder " + scanDir() + ": " + ec.message(), exit_code::kUsage);
+        prepareFolders();
         clearPreviousS6RcRun(scanDir(), liveDir());
         ProcessManager::check();
     }
 
 private:
+    // s6-svscan runs, with the init's rights, whatever is in the scan folder, and s6-rc what the
+    // live state in the runtime folder says: whoever else can change either, or a folder above
+    // them, can run anything as root. Such a folder is refused, like sysvinit's rc folder, before
+    // anything runs; as named and where it leads (/var/run -> ../run). The runtime folder may not
+    // even be sticky and writable by others, as /tmp is: others could take LIVE's name there.
+    // Missing folders are made 0755, whatever the umask (0 in some images).
+    void prepareFolders() const {
+        const std::string runtime = config_.runtimeDir(), scan = scanDir();
+        auto refuse = [](const std::string& what, const std::string& folder, const std::string& why) {
+            throw ManagerError("s6-rc: " + what + " " + folder + ": " + why +
+                                   ": whoever can change it can have s6-svscan or s6-rc run anything with the init's rights",
+                               exit_code::kUsage);
+        };
+        for (const auto& [what, folder] : {std::pair{"runtime folder", runtime}, std::pair{"scan folder", scan}})
+            if (std::string why = untrustedPath(folder); !why.empty()) refuse(what, folder, why);
+        for (std::size_t at = 1; at <= scan.size(); ++at) {
+            if (at != scan.size() && scan[at] != '/') continue;
+            const std::string folder = scan.substr(0, at);
+            if (::mkdir(folder.c_str(), 0755) == 0) ::chmod(folder.c_str(), 0755);
+            else if (errno != EEXIST)
+                throw ManagerError("s6-rc: scan folder " + scan + ": create " + folder + ": " + std::strerror(errno),
+                                   exit_code::kUsage);
+        }
+        for (const auto& [what, folder] : {std::pair{"runtime folder", runtime}, std::pair{"scan folder", scan}}) {
+            std::error_code ec;
+            auto real = fs::canonical(folder, ec);
+            std::string why = ec ? ec.message() : !fs::is_directory(real, ec) ? "it is not a folder" : untrustedPath(folder);
+            if (why.empty()) why = untrustedPath(real.string());
+            if (!why.empty()) refuse(what, folder, why);
+        }
+    }
+
     std::string scanDir() const { return config_.runtimeDir() + "/service"; }
     std::string liveDir() const { return config_.runtimeDir() + "/s6-rc"; }
     std::string compiledLink() const { return config_.nixproc.state_dir + "/etc/s6/rc/compiled"; }
@@ -254,31 +351,50 @@ private:
 ClearedS6RcRun clearPreviousS6RcRun(const std::string& scan_dir, const std::string& live_dir) {
     ClearedS6RcRun cleared;
     // An s6-svscan holds the scan folder (it reads its control FIFO): its live state is current.
-    if (ReadinessProbe{ReadinessProbe::Kind::FifoReader, scan_dir + "/.s6-svscan/control"}.ready()) return cleared;
+    const std::string control = scan_dir + "/.s6-svscan/control";
+    if (ReadinessProbe{ReadinessProbe::Kind::FifoReader, control}.ready()) return cleared;
+    if (struct stat st {}; ::stat(control.c_str(), &st) == 0 && !S_ISFIFO(st.st_mode))
+        spdlog::warn("s6-rc: {} is {}, not a FIFO: no s6-svscan reads it, and s6-svscan refuses to start on it", control,
+                     fileTypeName(st.st_mode));
 
     std::error_code ec;
     fs::path live = fs::path(live_dir).lexically_normal();
     if (!live.has_filename()) live = live.parent_path();
-    // The links name the live folder as s6-rc-init was told it (s6_supervise_link, LIVE/servicedirs/NAME):
-    // the configured spelling, or the same folder through a linked parent (/var/run -> ../run).
-    std::vector<std::string> spellings{live.string()};
+    LiveState state{{live.parent_path()}, live.filename().string(), true};
+    // The links name the live folder as s6-rc-init was told it: the configured spelling, or the
+    // same folder through a linked parent (/var/run -> ../run).
     auto parent = fs::weakly_canonical(live.parent_path(), ec);
-    if (!ec && parent / live.filename() != live) spellings.push_back((parent / live.filename()).string());
+    if (!ec && parent.lexically_normal() != live.parent_path()) state.folders.push_back(parent.lexically_normal());
+    // s6-rc-init only ever makes LIVE a symlink (atomic_symlink, s6-rc-init.c:116): anything else
+    // there is someone's, and s6-rc-init fails on it and says so.
+    if (struct stat st {}; ::lstat(live.c_str(), &st) == 0 && !S_ISLNK(st.st_mode)) {
+        state.live_is_link = false;
+        spdlog::warn("s6-rc: {} is {}, not the symlink s6-rc-init makes: not s6-rc's live state, so it and the links "
+                     "into it are left as they are, and s6-rc-init cannot make its live state there",
+                     live.string(), fileTypeName(st.st_mode));
+    }
 
     std::vector<fs::path> stale;
     for (const auto& e : fs::directory_iterator(scan_dir, ec)) {
         std::error_code le;
         if (e.path().filename().string().starts_with(".") || !e.is_symlink(le)) continue;
         auto target = fs::read_symlink(e.path(), le);
-        if (!le && inLiveState(target.string(), spellings)) stale.push_back(e.path());
+        if (!le && inLiveState(target, state)) stale.push_back(e.path());
     }
-    // The live link, the folder it names and any other live:s6-rc-init:XXXXXX or
-    // live:s6-rc-update:XXXXXX folder (a failed s6-rc-init removes the link and leaves the old
-    // one). Without an s6-svscan, no live state is current.
-    const std::string base = live.filename().string();
+    // The live link (a link, whatever it leads to: s6-rc-init renames its own over it), and the
+    // live folders and temporary links s6-rc-init and s6-rc-update leave beside it (a failed
+    // s6-rc-init removes the link and leaves the old folder). Without an s6-svscan, no live state
+    // is current.
     for (const auto& e : fs::directory_iterator(live.parent_path(), ec)) {
-        std::string name = e.path().filename().string();
-        if (name == base || name.starts_with(base + ":s6-rc-")) stale.push_back(e.path());
+        std::error_code te;
+        const std::string name = e.path().filename().string();
+        const bool link = e.is_symlink(te);
+        const bool folder = !link && e.is_directory(te);
+        if (name == state.base) {
+            if (link) stale.push_back(e.path());
+        } else if (auto sibling = liveSibling(name, state.base)) {
+            if ((link && sibling->link) || (folder && sibling->folder)) stale.push_back(e.path());
+        }
     }
     for (const auto& p : stale) {
         std::error_code rm;

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <set>
 #include <sys/stat.h>
+#include <unistd.h>
 
 using namespace harness;
 
@@ -119,6 +120,49 @@ TEST_CASE("s6-rc: a start step that fails is reported, never as started", "[mana
     REQUIRE(::kill(namespaceInit(c.pid()), SIGTERM) == 0);
     CHECK(c.wait() == 0);
     CHECK_THAT(c.stderrText(), !Catch::Contains("s6-rc started"));
+}
+
+TEST_CASE("s6-rc: a folder where the live link belongs is left with its files, a warning names it, and s6-rc-init says why it fails",
+          "[managers][s6]") {
+    TempDir t;
+    t.write("sv/web/type", "longrun\n");
+    t.write("sv/web/run", "#!/bin/sh\nexec sleep 1001\n", 0755);
+    t.write("sv/default/type", "bundle\n");
+    t.write("sv/default/contents", "web\n");
+    std::string rc = t / "var/etc/s6/rc", db = rc + "/compiled-0123456789abcdefghijklmnopqrstuv";
+    std::filesystem::create_directories(rc);
+    Child compile({std::string(STANDINS_DIR) + "/s6-rc-compile", db, t / "sv"});
+    REQUIRE(compile.wait() == 0);
+    std::filesystem::create_directory_symlink(db, rc + "/compiled");
+    // s6-rc-init only ever makes RUNTIME/s6-rc a symlink (s6-rc-init.c:116): this folder is someone's.
+    std::string live = t / "var/run/s6-rc";
+    t.write("var/run/s6-rc/notes.txt", "mine\n");
+    auto yaml = t.write("init.yaml", isolated(t) + "process_manager: s6-rc\nnixproc:\n  state_dir: " + t / "var" + "\n");
+    Child c(init({"-c", yaml}), {.env = {pathWithStandins()}});
+    REQUIRE(c.expectLog("s6-rc did not start", 30s, {"s6-rc started"}));
+    CHECK_THAT(c.stderrText(), Catch::Contains(live + " is a folder, not the symlink s6-rc-init makes"));
+    CHECK_THAT(c.stderrText(), Catch::Contains("s6-rc-init: exited with status 111"));
+    CHECK_THAT(c.stderrText(), Catch::Contains("to " + live + ": Is a directory"));
+    REQUIRE(::kill(namespaceInit(c.pid()), SIGTERM) == 0);
+    CHECK(c.wait() == 0);
+    CHECK(readFile(live + "/notes.txt") == "mine\n");
+}
+
+TEST_CASE("s6-rc: a scan folder that another user owns and anyone can write is refused before s6-svscan starts, exit 2",
+          "[managers][s6]") {
+    TempDir t;
+    std::string scan = t / "var/run/service";
+    // What the other user planted there would run as root under s6-svscan.
+    t.write("var/run/service/planted/run", "#!/bin/sh\ntouch " + t / "planted-ran" + "\nexec sleep 1001\n", 0755);
+    REQUIRE(::chmod(scan.c_str(), 0777) == 0);
+    REQUIRE(::chown(scan.c_str(), 65534, 65534) == 0);
+    auto yaml = t.write("init.yaml", isolated(t) + "process_manager: s6-rc\nnixproc:\n  state_dir: " + t / "var" + "\n");
+    Child c(init({"-c", yaml}), {.env = {pathWithStandins()}});
+    CHECK(c.wait(20s) == 2);
+    CHECK_THAT(c.stderrText(), Catch::Contains("s6-rc: scan folder " + scan + ": the folder " + scan + " is owned by uid 65534"));
+    CHECK_THAT(c.stderrText(), !Catch::Contains("started s6-rc"));
+    CHECK_FALSE(std::filesystem::exists(t / "planted-ran"));
+    CHECK(std::filesystem::exists(scan + "/planted/run"));
 }
 
 TEST_CASE("sysvinit: rc scripts start in S order, their daemons are adopted, stop runs in reverse", "[managers][sysvinit]") {

@@ -3,9 +3,11 @@
 // database, and what a previous run left in the runtime folder.
 #include "deploy/ProfileDiff.hpp"
 #include "manager/Backends.hpp"
+#include "LogCapture.hpp"
 #include "Scratch.hpp"
 
 #include <catch2/catch.hpp>
+#include <cstdlib>
 #include <fcntl.h>
 #include <filesystem>
 #include <fstream>
@@ -230,5 +232,206 @@ TEST_CASE("s6-rc: what a previous run left in the runtime folder is cleared, and
         CHECK(fs::is_symlink(scan + "/web-srv"));
         ::close(reader);
         CHECK(clearPreviousS6RcRun(scan, live).removed.size() == 6); // the FIFO without a reader: s6-svscan is gone
+    }
+}
+
+TEST_CASE("s6-rc: a live folder that is a real folder is not s6-rc's state, it and the links into it stay, and a warning says so",
+          "[s6]") {
+    Scratch s;
+    LogCapture log;
+    std::string run = s.dir + "/run", scan = run + "/service", live = run + "/s6-rc";
+    fs::create_directories(scan + "/.s6-svscan");
+    // s6-rc-init only ever makes LIVE a symlink (atomic_symlink, s6-rc-init.c:116): this is someone's folder.
+    writeFile(live + "/servicedirs/mine/run", "#!/bin/sh\n");
+    writeFile(live + "/notes.txt", "mine\n");
+    fs::create_directory_symlink(live + "/servicedirs/mine", scan + "/mine");
+    // A leftover named exactly as s6-rc-init names its live folders is still cleared.
+    fs::create_directories(run + "/s6-rc:s6-rc-init:HthBlS/servicedirs");
+
+    auto cleared = clearPreviousS6RcRun(scan, live);
+    CHECK(cleared.errors.empty());
+    CHECK(cleared.removed == std::vector<std::string>{run + "/s6-rc:s6-rc-init:HthBlS"});
+    CHECK(fs::is_directory(fs::symlink_status(live)));
+    CHECK(fs::exists(live + "/notes.txt"));
+    CHECK(fs::exists(live + "/servicedirs/mine/run"));
+    CHECK(fs::is_symlink(scan + "/mine"));
+    CHECK_THAT(log.warnings(), Catch::Contains(live + " is a folder, not the symlink s6-rc-init makes"));
+}
+
+TEST_CASE("s6-rc: only the names s6-rc-init and s6-rc-update give their live folders and links are cleared beside the live link",
+          "[s6]") {
+    Scratch s;
+    std::string run = s.dir + "/run", scan = run + "/service", live = run + "/s6-rc";
+    fs::create_directories(scan);
+    // LIVE:PROG:XXXXXX (s6rc_livedir_create.c:22-26; PROG s6-rc-init.c:39, s6-rc-update.c:568), mkdtemp's
+    // six characters; the temporary links of atomic_symlink (s6-rc-init.c:116, s6-rc-update.c:378).
+    std::vector<std::string> theirs{"s6-rc:s6-rc-init:HthBlS", "s6-rc:s6-rc-update:Kg-_9z"};
+    for (const auto& n : theirs) fs::create_directories(run + "/" + n + "/servicedirs");
+    for (auto n : {"s6-rc:s6-rc-update_atomic_symlink:AbCdEf", "s6-rc:skalibs-atomic_symlink4:AbCdEf"}) {
+        fs::create_directory_symlink("s6-rc:s6-rc-update:Kg-_9z", run + "/" + n);
+        theirs.push_back(n);
+    }
+    fs::create_directory_symlink("s6-rc:s6-rc-update:Kg-_9z", live);
+    // Not theirs: other names that start the same way, and a folder where only a link is made.
+    std::vector<std::string> others{"s6-rc:s6-rc-mydata", "s6-rc:s6-rc-init:abc", "s6-rc:s6-rc-init:HthBlS.old",
+                                    "s6-rc:s6-rc-initial:HthBlS", "s6-rc:s6-rc-update:Kg.9zz", "s6-rc:s6-rc-init:",
+                                    "s6-rc:skalibs-atomic_symlink4:AbCdEf0"};
+    for (const auto& n : others) writeFile(run + "/" + n + "/data", "mine\n");
+    writeFile(run + "/s6-rc:s6-rc-update_atomic_symlink:Folder/data", "mine\n");
+    others.push_back("s6-rc:s6-rc-update_atomic_symlink:Folder");
+
+    auto cleared = clearPreviousS6RcRun(scan, live);
+    CHECK(cleared.errors.empty());
+    CHECK(cleared.removed.size() == 5);
+    CHECK_FALSE(fs::exists(fs::symlink_status(live)));
+    for (const auto& n : theirs) CHECK_FALSE(fs::exists(fs::symlink_status(run + "/" + n)));
+    for (const auto& n : others) CHECK(fs::exists(run + "/" + n + "/data"));
+}
+
+TEST_CASE("s6-rc: a scan folder link is the live state's only when its normalised target is in the live folder", "[s6]") {
+    Scratch s;
+    std::string run = s.dir + "/run", scan = run + "/service", live = run + "/s6-rc";
+    fs::create_directories(scan);
+    fs::create_directories(run + "/s6-rc:s6-rc-init:HthBlS/servicedirs");
+    fs::create_directory_symlink("s6-rc:s6-rc-init:HthBlS", live);
+    fs::create_directories(s.dir + "/decoy/mysvc");
+    fs::create_directories(run + "/s6-rc:s6-rc-mydata/svc");
+    // Through the live folder's name, but leading out of it: the user's.
+    fs::create_directory_symlink(live + "/../../decoy/mysvc", scan + "/dotdot");
+    fs::create_directory_symlink(live + "/servicedirs/../../../decoy/mysvc", scan + "/deeper");
+    fs::create_directory_symlink(live + ":s6-rc-init:HthBlS/../../decoy/mysvc", scan + "/sibling-dotdot");
+    fs::create_directory_symlink(run + "/s6-rc:s6-rc-mydata/svc", scan + "/mydata");
+    // Into the live folder however it is spelt: s6-rc's.
+    fs::create_directory_symlink(run + "/./s6-rc//servicedirs/web", scan + "/web");
+    fs::create_directory_symlink(run + "/service/../s6-rc/servicedirs/api", scan + "/api");
+    fs::create_directory_symlink(live + ":s6-rc-init:HthBlS/servicedirs/old", scan + "/old");
+
+    SECTION("named as configured") {
+        auto cleared = clearPreviousS6RcRun(scan, live);
+        CHECK(cleared.errors.empty());
+        CHECK(cleared.removed.size() == 5); // web, api, old, the live link and its folder
+    }
+    SECTION("named through a linked parent, as /var/run/s6-rc for /run/s6-rc") {
+        fs::create_directory_symlink(run, s.dir + "/var-run");
+        auto cleared = clearPreviousS6RcRun(scan, s.dir + "/var-run/s6-rc");
+        CHECK(cleared.errors.empty());
+        CHECK(cleared.removed.size() == 5);
+    }
+    for (auto n : {"web", "api", "old"}) CHECK_FALSE(fs::exists(fs::symlink_status(scan + "/" + n)));
+    for (auto n : {"dotdot", "deeper", "sibling-dotdot", "mydata"}) CHECK(fs::is_symlink(scan + "/" + n));
+    CHECK(fs::exists(s.dir + "/decoy/mysvc"));
+    CHECK(fs::exists(run + "/s6-rc:s6-rc-mydata/svc"));
+}
+
+TEST_CASE("s6-rc: a control file that is no FIFO is no s6-svscan, for the readiness probe and for the clean-up", "[s6]") {
+    Scratch s;
+    std::string run = s.dir + "/run", scan = run + "/service", live = run + "/s6-rc", control = scan + "/.s6-svscan/control";
+    fs::create_directories(scan + "/.s6-svscan");
+    fs::create_directories(run + "/s6-rc:s6-rc-init:HthBlS/servicedirs");
+    fs::create_directory_symlink("s6-rc:s6-rc-init:HthBlS", live);
+    fs::create_directory_symlink(live + "/servicedirs/web", scan + "/web");
+    ReadinessProbe probe{ReadinessProbe::Kind::FifoReader, control};
+
+    SECTION("a regular file") {
+        writeFile(control, "");
+        CHECK_FALSE(probe.ready());
+    }
+    SECTION("a link to /dev/null") {
+        fs::create_symlink("/dev/null", control);
+        CHECK_FALSE(probe.ready());
+    }
+    SECTION("a link to a FIFO with a reader is one") {
+        REQUIRE(::mkfifo((s.dir + "/fifo").c_str(), 0600) == 0);
+        int reader = ::open((s.dir + "/fifo").c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+        REQUIRE(reader >= 0);
+        fs::create_symlink(s.dir + "/fifo", control);
+        CHECK(probe.ready());
+        CHECK(clearPreviousS6RcRun(scan, live).removed.empty());
+        ::close(reader);
+        CHECK_FALSE(probe.ready());
+    }
+    auto cleared = clearPreviousS6RcRun(scan, live);
+    CHECK(cleared.errors.empty());
+    CHECK(cleared.removed.size() == 3);
+    CHECK_FALSE(fs::exists(fs::symlink_status(scan + "/web")));
+    CHECK_FALSE(fs::exists(fs::symlink_status(live)));
+    CHECK(fs::exists(fs::symlink_status(control))); // s6-svscan's own, it says what is wrong with it
+}
+
+namespace {
+
+// PATH with the s6-rc stand-ins and s6-svscan, for check(); put back after the test.
+struct StandinPath {
+    std::string saved = std::getenv("PATH") ? std::getenv("PATH") : "";
+    StandinPath() { ::setenv("PATH", (SOURCE_DIR "/tests/standins:/usr/sbin:/usr/bin:/sbin:/bin"), 1); }
+    ~StandinPath() { ::setenv("PATH", saved.c_str(), 1); }
+    StandinPath(const StandinPath&) = delete;
+    StandinPath& operator=(const StandinPath&) = delete;
+};
+
+// The message and exit code of the ManagerError that check() throws, or {"", 0}.
+std::pair<std::string, int> checkFailure(const ProcessManager& manager) {
+    try {
+        manager.check();
+    } catch (const ManagerError& e) {
+        return {e.what(), e.exit_code};
+    }
+    return {"", 0};
+}
+
+} // namespace
+
+TEST_CASE("s6-rc refuses a scan folder or runtime folder that someone else can change, naming it and why, exit 2", "[s6]") {
+    Scratch s;
+    StandinPath path;
+    Config c = s6Config(s);
+    std::string run = s.dir + "/run", scan = run + "/service";
+    auto manager = makeS6Rc(c, s.dir + "/no-boot-database");
+
+    SECTION("made by the init where nothing was, 0755 whatever the umask") {
+        mode_t old = ::umask(0);
+        auto [why, code] = checkFailure(*manager);
+        ::umask(old);
+        CHECK(why == "");
+        CHECK((fs::status(scan).permissions() & fs::perms::all) == (fs::perms::owner_all | fs::perms::group_read |
+                                                                      fs::perms::group_exec | fs::perms::others_read |
+                                                                      fs::perms::others_exec));
+        CHECK((fs::status(run).permissions() & fs::perms::all) == (fs::status(scan).permissions() & fs::perms::all));
+    }
+    SECTION("a scan folder writable by others") {
+        fs::create_directories(scan);
+        fs::permissions(scan, fs::perms::all);
+        writeFile(scan + "/planted/run", "#!/bin/sh\n");
+        auto [why, code] = checkFailure(*manager);
+        CHECK(code == 2);
+        CHECK_THAT(why, Catch::Contains("s6-rc: scan folder " + scan + ": the folder " + scan +
+                                        " is writable by others (mode 0777)"));
+        CHECK(fs::exists(scan + "/planted/run")); // nothing is cleared either
+    }
+    SECTION("a runtime folder writable by its group") {
+        fs::create_directories(scan);
+        fs::permissions(run, fs::perms::group_write, std::filesystem::perm_options::add);
+        auto [why, code] = checkFailure(*manager);
+        CHECK(code == 2);
+        CHECK_THAT(why, Catch::Contains("s6-rc: runtime folder " + run + ": the folder " + run + " is writable by its group"));
+    }
+    SECTION("a scan folder owned by another user") {
+        if (::geteuid() != 0) {
+            WARN("not root: cannot give the scan folder to another user");
+            return;
+        }
+        fs::create_directories(scan);
+        REQUIRE(::chown(scan.c_str(), 65534, 65534) == 0);
+        auto [why, code] = checkFailure(*manager);
+        CHECK(code == 2);
+        CHECK_THAT(why, Catch::Contains("the folder " + scan + " is owned by uid 65534"));
+    }
+    SECTION("a runtime folder named through a link to a folder others can write") {
+        fs::create_directories(s.dir + "/shared/service");
+        fs::permissions(s.dir + "/shared", fs::perms::all);
+        fs::create_directory_symlink(s.dir + "/shared", run);
+        auto [why, code] = checkFailure(*manager);
+        CHECK(code == 2);
+        CHECK_THAT(why, Catch::Contains("s6-rc: runtime folder " + run + ": the folder " + s.dir + "/shared is writable by others"));
     }
 }
