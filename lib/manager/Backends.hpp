@@ -14,9 +14,11 @@ std::unique_ptr<ProcessManager> makeCommandOnly(const Config& config);
 std::unique_ptr<ProcessManager> makeS6Rc(const Config& config, std::string boot_database);
 
 // What s6-rc left in the runtime folder when the previous run of the container ended (Docker keeps
-// /run): the scan folder's links into the live state, the live link and its live:s6-rc-*:XXXXXX
-// folders. Removed when no s6-svscan reads the scan folder's control FIFO; S6Rc::check() calls it
-// before s6-svscan starts.
+// /run): the scan folder's absolute links into the live state, the live link (only a link: a real
+// folder there is not s6-rc's and is kept, with a warning) and the LIVE:s6-rc-init:XXXXXX,
+// LIVE:s6-rc-update:XXXXXX and atomic-symlink temporaries beside it, by the exact names s6-rc and
+// skalibs give them. Removed when no s6-svscan reads the scan folder's control FIFO;
+// S6Rc::check() calls it before s6-svscan starts.
 struct ClearedS6RcRun {
     std::vector<std::string> removed; // paths
     std::vector<std::string> errors;  // "path: why"
