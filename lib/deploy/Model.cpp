@@ -1,5 +1,7 @@
 #include "deploy/Model.hpp"
 
+#include "io/FileWrite.hpp"
+
 #include "io/PathTrust.hpp"
 #include "io/RegularFile.hpp"
 
@@ -98,17 +100,9 @@ void writeFileIn(int dir_fd, const std::string& relative, const std::string& con
     }
     int fd = ::openat(dir_fd, relative.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0) fail("create");
-    std::size_t done = 0;
-    while (done < content.size()) {
-        ssize_t n = ::write(fd, content.data() + done, content.size() - done);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) {
-            ::close(fd);
-            fail("write");
-        }
-        done += static_cast<std::size_t>(n);
-    }
+    std::string why = writeAll(fd, content, shown);
     ::close(fd);
+    if (!why.empty()) throw std::runtime_error(why);
 }
 
 } // namespace

@@ -1,5 +1,6 @@
 #include "deploy/StateStore.hpp"
 
+#include "io/FileWrite.hpp"
 #include "io/PathTrust.hpp"
 
 #include <cerrno>
@@ -19,16 +20,6 @@ namespace {
 
 [[noreturn]] void fail(const std::string& file, const std::string& step) {
     throw std::runtime_error("state file " + file + ": " + step + ": " + std::strerror(errno));
-}
-
-void writeAll(int fd, const std::string& data, const std::string& file) {
-    std::size_t done = 0;
-    while (done < data.size()) {
-        ssize_t n = ::write(fd, data.data() + done, data.size() - done);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) fail(file, "write");
-        done += static_cast<std::size_t>(n);
-    }
 }
 
 } // namespace
@@ -148,25 +139,7 @@ void StateStore::save(const DeployState& s) const {
         errno = ec.value();
         fail(dir_, "create folder");
     }
-    // A fresh file of ours: never through a link planted where the temporary file goes.
-    std::string tmp = file_ + ".tmp";
-    if (::unlink(tmp.c_str()) != 0 && errno != ENOENT) fail(tmp, "remove the previous temporary file");
-    int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-    if (fd < 0) fail(tmp, "open");
-    try {
-        writeAll(fd, text, tmp);
-        if (::fsync(fd) != 0) fail(tmp, "fsync");
-    } catch (...) {
-        ::close(fd);
-        throw;
-    }
-    ::close(fd);
-    if (::rename(tmp.c_str(), file_.c_str()) != 0) fail(file_, "rename");
-    int dfd = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-        ::fsync(dfd); // the rename itself must survive a crash
-        ::close(dfd);
-    }
+    if (std::string why = replaceFile(file_, text); !why.empty()) throw std::runtime_error("state file " + why);
 }
 
 } // namespace nixproc

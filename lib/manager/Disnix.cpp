@@ -8,6 +8,7 @@
 // runs those two steps itself; the processes Dysnomia starts are adopted and reaped by the init.
 #include "manager/Backends.hpp"
 
+#include "io/FileWrite.hpp"
 #include "io/PathTrust.hpp"
 #include "io/RegularFile.hpp"
 
@@ -137,48 +138,6 @@ std::string emptyManifestFor(const Manifest& deployed) {
 }
 
 // The folder of our own for the empty manifest when the state folder cannot hold it.
-std::string makePrivateFolder() {
-    const char* tmp = std::getenv("TMPDIR");
-    std::string pattern = std::string(tmp && *tmp == '/' ? tmp : "/tmp") + "/nixproc-init-disnix-XXXXXX";
-    if (!::mkdtemp(pattern.data())) return "";
-    return pattern;
-}
-
-// Replaces folder/name with `content`: a new file (O_EXCL: nothing planted there is followed),
-// written, synced, renamed over the old one (a link there is replaced, not written through),
-// and the folder synced. "" or why not.
-std::string replaceFile(const std::string& folder, const std::string& name, const std::string& content) {
-    std::string tmp = folder + "/." + name + ".XXXXXX";
-    int fd = ::mkostemp(tmp.data(), O_CLOEXEC);
-    if (fd < 0) return tmp + ": " + std::strerror(errno);
-    auto fail = [&](const std::string& step) {
-        std::string why = tmp + ": " + step + ": " + std::strerror(errno);
-        if (fd >= 0) ::close(fd);
-        ::unlink(tmp.c_str());
-        return why;
-    };
-    for (std::size_t done = 0; done < content.size();) {
-        ssize_t n = ::write(fd, content.data() + done, content.size() - done);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) return fail("write");
-        done += static_cast<std::size_t>(n);
-    }
-    if (::fsync(fd) != 0) return fail("fsync");
-    if (::close(fd) != 0) {
-        fd = -1;
-        return fail("close");
-    }
-    fd = -1;
-    std::string path = folder + "/" + name;
-    if (::rename(tmp.c_str(), path.c_str()) != 0) return fail("rename to " + path);
-    int dir = ::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dir >= 0) {
-        ::fsync(dir);
-        ::close(dir);
-    }
-    return "";
-}
-
 constexpr const char* kEmptyName = "disnix-empty-manifest.xml";
 
 class Disnix final : public ProcessManager {
@@ -258,7 +217,7 @@ private:
         std::string folder = emptyFolder();
         if (!folder.empty() && content == written_ && isOurFile(folder + "/" + kEmptyName)) return folder + "/" + kEmptyName;
         if (!folder.empty()) {
-            std::string why = replaceFile(folder, kEmptyName, content);
+            std::string why = replaceFile(folder + "/" + kEmptyName, content);
             if (why.empty()) return remember(folder, content);
             if (folder == private_folder_) {
                 spdlog::error("disnix: cannot write the empty manifest: {}; not {} {}", why, doing, config_.profile);
@@ -270,7 +229,7 @@ private:
             spdlog::error("disnix: no folder for the empty manifest; not {} {}", doing, config_.profile);
             return "";
         }
-        std::string why = replaceFile(private_folder_, kEmptyName, content);
+        std::string why = replaceFile(private_folder_ + "/" + kEmptyName, content);
         if (!why.empty()) {
             spdlog::error("disnix: cannot write the empty manifest: {}; not {} {}", why, doing, config_.profile);
             return "";
@@ -301,7 +260,7 @@ private:
     }
 
     void usePrivateFolder(const std::string& why) const {
-        private_folder_ = makePrivateFolder();
+        private_folder_ = makePrivateFolder("nixproc-init-disnix");
         std::string where = private_folder_.empty() ? std::string("nowhere: no private temporary folder (") + std::strerror(errno) + ")"
                                                     : private_folder_;
         written_.clear();
