@@ -1,6 +1,7 @@
 #include "manager/ProcessManager.hpp"
 
 #include "deploy/ProfileDiff.hpp"
+#include "io/Text.hpp"
 #include "manager/Backends.hpp"
 #include "process/CommandPath.hpp"
 #include "process/ExitStatus.hpp"
@@ -104,10 +105,6 @@ void ProcessManager::check() const {
 }
 
 std::string iniValueIn(std::string_view ini_text, const std::string& section, const std::string& key) {
-    auto trim = [](std::string_view s) {
-        auto b = s.find_first_not_of(" \t\r"), e = s.find_last_not_of(" \t\r");
-        return b == std::string_view::npos ? std::string_view() : s.substr(b, e - b + 1);
-    };
     auto lower = [](std::string_view s) {
         std::string out(s);
         for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
@@ -116,25 +113,23 @@ std::string iniValueIn(std::string_view ini_text, const std::string& section, co
     const std::string wanted = lower(key);
     std::string_view current;
     std::string value;
-    while (!ini_text.empty()) {
-        auto nl = ini_text.find('\n');
-        std::string_view line = trim(ini_text.substr(0, nl));
-        ini_text.remove_prefix(nl == std::string_view::npos ? ini_text.size() : nl + 1);
-        if (line.empty() || line[0] == ';' || line[0] == '#') continue;
+    forEachLine(ini_text, [&](std::string_view raw) {
+        std::string_view line = trimBlanks(raw);
+        if (line.empty() || line[0] == ';' || line[0] == '#') return;
         if (line.front() == '[') {
-            current = trim(line.substr(1, line.find(']') - 1));
-            continue;
+            current = trimBlanks(line.substr(1, line.find(']') - 1));
+            return;
         }
         auto eq = line.find_first_of("=:");
-        if (current != section || eq == std::string_view::npos || lower(trim(line.substr(0, eq))) != wanted) continue;
+        if (current != section || eq == std::string_view::npos || lower(trimBlanks(line.substr(0, eq))) != wanted) return;
         std::string_view v = line.substr(eq + 1);
         for (std::size_t at = 1; at < v.size(); ++at) // an inline comment needs a blank before it
             if ((v[at] == ';' || v[at] == '#') && (v[at - 1] == ' ' || v[at - 1] == '\t')) {
                 v = v.substr(0, at);
                 break;
             }
-        value = trim(v);
-    }
+        value = trimBlanks(v);
+    });
     return value;
 }
 

@@ -20,6 +20,7 @@
 #include "deploy/ProfileDiff.hpp"
 #include "io/PathTrust.hpp"
 #include "io/RegularFile.hpp"
+#include "io/Text.hpp"
 #include "process/ExitStatus.hpp"
 
 #include <algorithm>
@@ -57,15 +58,10 @@ std::vector<std::string> nameList(const std::string& path) {
     std::vector<std::string> names;
     FileContent content = readRegularFile(path, 64 * 1024);
     if (!content.text) return names;
-    std::string_view text = *content.text;
-    while (!text.empty()) {
-        auto nl = text.find('\n');
-        std::string_view line = text.substr(0, nl);
-        text.remove_prefix(nl == std::string_view::npos ? text.size() : nl + 1);
+    forEachLine(*content.text, [&](std::string_view line) {
         auto start = line.find_first_not_of(" \t");
-        if (start == std::string_view::npos || line[start] == '#') continue;
-        names.emplace_back(line.substr(start));
-    }
+        if (start != std::string_view::npos && line[start] != '#') names.emplace_back(line.substr(start));
+    });
     return names;
 }
 
@@ -84,7 +80,7 @@ std::string folderIdentity(const fs::path& folder) {
     for (std::size_t n = 0; !ec && it != fs::recursive_directory_iterator() && n < 256; it.increment(ec), ++n) {
         if (it.depth() > 8) it.disable_recursion_pending();
         if (it->is_directory(ec) && !it->is_symlink(ec)) continue;
-        parts.push_back(fs::relative(it->path(), folder, ec).string() + "=" +
+        parts.push_back(it->path().lexically_relative(folder).string() + "=" +
                         fmt::format("{:016x}", std::hash<std::string>{}(entryIdentity(it->path().string()))));
     }
     std::sort(parts.begin(), parts.end());

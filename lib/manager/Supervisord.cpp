@@ -8,6 +8,7 @@
 #include "manager/SupervisordConf.hpp"
 
 #include "io/RegularFile.hpp"
+#include "io/Text.hpp"
 #include "process/CommandPath.hpp"
 #include "process/ExitStatus.hpp"
 
@@ -37,9 +38,16 @@ constexpr std::chrono::seconds kPidfileSettle{1};
 // folder of its own).
 constexpr const char* kSwitchFolder = "/";
 
-std::string trim(std::string_view s) {
-    auto b = s.find_first_not_of(" \t\r\n\f\v"), e = s.find_last_not_of(" \t\r\n\f\v");
-    return b == std::string_view::npos ? std::string() : std::string(s.substr(b, e - b + 1));
+// The words of `text` between blanks (fields of /etc/hosts, the patterns of [include] files=).
+std::vector<std::string> blankSeparatedWords(std::string_view text) {
+    constexpr std::string_view blanks = " \t\n\v\f\r";
+    std::vector<std::string> words;
+    for (std::size_t at = 0; (at = text.find_first_not_of(blanks, at)) != std::string_view::npos;) {
+        auto end = std::min(text.find_first_of(blanks, at), text.size());
+        words.emplace_back(text.substr(at, end - at));
+        at = end;
+    }
+    return words;
 }
 
 std::string singleQuoted(std::string_view s) { return "'" + std::string(s) + "'"; }
@@ -47,7 +55,7 @@ std::string singleQuoted(std::string_view s) { return "'" + std::string(s) + "'"
 // supervisor/datatypes.py:132 port_number: integer() (Python's int() of the text: blanks around,
 // a sign, digits with single '_' between them), then 1 to 0xffff.
 std::uint16_t portNumber(std::string_view text) {
-    std::string t = trim(text);
+    std::string t(trimBlanks(text));
     std::string_view digits = t;
     bool negative = false;
     if (!digits.empty() && (digits.front() == '+' || digits.front() == '-')) {
@@ -73,16 +81,14 @@ std::uint16_t portNumber(std::string_view text) {
 // (supervisor/options.py:1065-1075 _parse_servernames), in the order of the file.
 std::vector<std::string> sectionsStartingWith(std::string_view ini_text, std::string_view type) {
     std::vector<std::string> out;
-    while (!ini_text.empty()) {
-        auto nl = ini_text.find('\n');
-        std::string line = trim(ini_text.substr(0, nl));
-        ini_text.remove_prefix(nl == std::string_view::npos ? ini_text.size() : nl + 1);
-        if (line.size() < 2 || line.front() != '[') continue;
+    forEachLine(ini_text, [&](std::string_view raw) {
+        std::string_view line = trimBlanks(raw);
+        if (line.size() < 2 || line.front() != '[') return;
         auto close = line.find(']');
-        if (close == std::string::npos) continue;
-        std::string name = trim(std::string_view(line).substr(1, close - 1));
-        if (name.starts_with(type)) out.push_back(name);
-    }
+        if (close == std::string_view::npos) return;
+        std::string_view name = trimBlanks(line.substr(1, close - 1));
+        if (name.starts_with(type)) out.emplace_back(name);
+    });
     return out;
 }
 
@@ -137,25 +143,18 @@ std::optional<std::string> connectAddress(const std::string& host) {
     if (::inet_pton(AF_INET, host.c_str(), &numeric) == 1)
         return numeric.s_addr == htonl(INADDR_ANY) ? std::string("127.0.0.1") : host;
     FileContent hosts = readRegularFile("/etc/hosts");
-    std::string_view text = hosts.text ? std::string_view(*hosts.text) : std::string_view();
-    while (!text.empty()) {
-        auto nl = text.find('\n');
-        std::string_view line = text.substr(0, nl);
-        text.remove_prefix(nl == std::string_view::npos ? text.size() : nl + 1);
-        line = line.substr(0, line.find('#'));
-        std::vector<std::string> fields;
-        for (std::size_t at = 0; (at = line.find_first_not_of(" \t\r", at)) != std::string_view::npos;) {
-            auto end = std::min(line.find_first_of(" \t\r", at), line.size());
-            fields.emplace_back(line.substr(at, end - at));
-            at = end;
-        }
-        if (fields.size() < 2 || ::inet_pton(AF_INET, fields[0].c_str(), &numeric) != 1) continue;
-        for (std::size_t i = 1; i < fields.size(); ++i) {
+    std::optional<std::string> found;
+    forEachLine(hosts.text ? std::string_view(*hosts.text) : std::string_view(), [&](std::string_view line) {
+        if (found) return;
+        std::vector<std::string> fields = blankSeparatedWords(line.substr(0, line.find('#')));
+        if (fields.size() < 2 || ::inet_pton(AF_INET, fields[0].c_str(), &numeric) != 1) return;
+        for (std::size_t i = 1; i < fields.size() && !found; ++i) {
             std::string name = fields[i];
             for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-            if (name == host) return fields[0];
+            if (name == host) found = fields[0];
         }
-    }
+    });
+    if (found) return found;
     if (host == "localhost") return "127.0.0.1";
     return std::nullopt;
 }
@@ -210,13 +209,8 @@ SupervisordSettings readSupervisordConf(const std::string& file, const fs::path&
     }
     s.logfile = !value("supervisord", "logfile").empty();
     s.pidfile = value("supervisord", "pidfile");
-    std::string files = value("include", "files");
-    for (std::size_t at = 0; (at = files.find_first_not_of(" \t\r\n", at)) != std::string::npos;) {
-        auto end = std::min(files.find_first_of(" \t\r\n", at), files.size());
-        std::string pattern = files.substr(at, end - at);
+    for (const std::string& pattern : blankSeparatedWords(value("include", "files")))
         s.includes.push_back(pattern.front() == '/' ? pattern : s.here + "/" + pattern); // options.py: relative to here
-        at = end;
-    }
     return s;
 }
 

@@ -1,6 +1,7 @@
 #include "manager/UpstreamCommand.hpp"
 
 #include "io/RegularFile.hpp"
+#include "io/Text.hpp"
 #include "process/CommandPath.hpp"
 
 #include <filesystem>
@@ -12,18 +13,10 @@ namespace fs = std::filesystem;
 
 bool contains(std::string_view text, std::string_view part) { return text.find(part) != std::string_view::npos; }
 
-std::string_view trim(std::string_view s) {
-    auto b = s.find_first_not_of(" \t\r"), e = s.find_last_not_of(" \t\r");
-    return b == std::string_view::npos ? std::string_view() : s.substr(b, e - b + 1);
-}
-
+// The lines of a script, blanks around them removed.
 std::vector<std::string_view> linesOf(std::string_view text) {
     std::vector<std::string_view> out;
-    while (!text.empty()) {
-        auto nl = text.find('\n');
-        out.push_back(trim(text.substr(0, nl)));
-        text.remove_prefix(nl == std::string_view::npos ? text.size() : nl + 1);
-    }
+    forEachLine(text, [&](std::string_view line) { out.push_back(trimBlanks(line)); });
     return out;
 }
 
@@ -73,7 +66,7 @@ std::string soleExec(std::string_view text) {
     for (auto line : linesOf(text)) {
         if (line.empty() || line.front() == '#') continue;
         if (++commands > 1 || !line.starts_with("exec ")) return "";
-        program = firstWord(trim(line.substr(5)));
+        program = firstWord(trimBlanks(line.substr(5)));
     }
     return program;
 }
