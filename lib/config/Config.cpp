@@ -503,6 +503,12 @@ std::string renderConfig(const Config& c) {
     return std::string(out.c_str()) + "\n";
 }
 
+std::vector<std::string> environmentList(const std::map<std::string, std::string>& environment) {
+    std::vector<std::string> out;
+    for (const auto& [key, value] : environment) out.push_back(key + "=" + value);
+    return out;
+}
+
 std::map<std::string, std::string> environmentMap(char** environ) {
     std::map<std::string, std::string> env;
     for (char** e = environ; e && *e; ++e) {

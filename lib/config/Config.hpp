@@ -100,5 +100,7 @@ std::string renderConfig(const Config& config);
 std::string managerName(ManagerKind kind);
 
 std::map<std::string, std::string> environmentMap(char** environ);
+// The other way round: "KEY=VALUE" entries, as a child's environment is given.
+std::vector<std::string> environmentList(const std::map<std::string, std::string>& environment);
 
 } // namespace nixproc

@@ -5,6 +5,7 @@
 #include "deploy/ProfileDiff.hpp"
 #include "deploy/StateStore.hpp"
 #include "deploy/SwitchCommand.hpp"
+#include "io/FileWrite.hpp"
 #include "process/ChildJob.hpp"
 
 #include <boost/asio/io_context.hpp>
@@ -45,14 +46,6 @@ bool killedFromOutside(const JobResult& r) {
     case SIGSEGV: case SIGABRT: case SIGBUS: case SIGFPE: case SIGILL: case SIGTRAP: case SIGSYS: return false;
     default: return true;
     }
-}
-
-// A folder of our own for the model's copy when the state folder cannot hold it.
-std::string privateTempFolder() {
-    const char* tmp = std::getenv("TMPDIR");
-    std::string pattern = std::string(tmp && *tmp == '/' ? tmp : "/tmp") + "/nixproc-init-XXXXXX";
-    if (!::mkdtemp(pattern.data())) return "";
-    return pattern;
 }
 
 } // namespace
@@ -108,7 +101,7 @@ struct DeployQueue::Impl {
         case StateAccess::Unusable:
             // A read-only image must still deploy: without a lock and without records, so each
             // start deploys as a first boot. Said once, here.
-            temp_folder = privateTempFolder();
+            temp_folder = makePrivateFolder("nixproc-init"); // for the model's copy
             copy_folder = temp_folder.empty() ? "" : temp_folder + "/model";
             spdlog::error("state folder {}: {}; deploying without a lock and without records (each start deploys "
                           "again); the model is copied to {}",
@@ -257,8 +250,8 @@ struct DeployQueue::Impl {
                 channel_backoff = config.deploy.retry_backoff;
                 spdlog::info("bootstrap: channel {} added and updated", config.bootstrap.channel);
                 then();
-            });
-        });
+            }, config.bootstrap.timeout);
+        }, config.bootstrap.timeout);
     }
 
     void channelFailed(const std::string& what, const JobResult& r, const std::function<void()>& then) {
@@ -274,10 +267,7 @@ struct DeployQueue::Impl {
     }
 
     // nix-channel's profile for root: $NIX_STATE_DIR/profiles/per-user/root/channels.
-    static std::string rootChannelsProfile() {
-        const char* state = std::getenv("NIX_STATE_DIR");
-        return std::string(state && *state ? state : "/nix/var/nix") + "/profiles/per-user/root/channels";
-    }
+    static std::string rootChannelsProfile() { return nixStateDir(environmentMap(environ)) + "/profiles/per-user/root/channels"; }
 
     // Without a network Nix retries each download for a while; a short connect timeout makes an
     // unreachable channel fail in seconds rather than minutes, and a stall timeout one that accepts
@@ -288,9 +278,7 @@ struct DeployQueue::Impl {
         for (const char* setting : {"connect-timeout = 10", "stalled-download-timeout = 30"})
             if (nix_config.find(std::string_view(setting).substr(0, std::string_view(setting).find(' '))) == std::string::npos)
                 nix_config += std::string(nix_config.empty() ? "" : "\n") + setting;
-        std::vector<std::string> out;
-        for (const auto& [k, v] : env) out.push_back(k + "=" + v);
-        return out;
+        return environmentList(env);
     }
 
     void checkModel() {
@@ -332,11 +320,10 @@ struct DeployQueue::Impl {
         });
     }
 
-    // Every job of a deployment: bounded by deploy.timeout_s (the channel's by bootstrap.timeout_s),
-    // then SIGKILL after the grace.
-    void run(JobSpec spec, std::function<void(const JobResult&)> done) {
-        spec.timeout = spec.argv.front() == "nix-channel" ? std::chrono::milliseconds(config.bootstrap.timeout)
-                                                          : std::chrono::milliseconds(config.deploy.timeout);
+    // Every job of a deployment: bounded by deploy.timeout_s (unless `timeout` says otherwise: the
+    // channel's steps), then SIGKILL after the grace.
+    void run(JobSpec spec, std::function<void(const JobResult&)> done, std::optional<std::chrono::seconds> timeout = {}) {
+        spec.timeout = timeout.value_or(config.deploy.timeout);
         spec.kill_after = config.shutdown.grace;
         job = ChildJob::start(io, spawner, reaper, std::move(spec), [this, done = std::move(done)](const JobResult& r) {
             job.reset();

@@ -11,11 +11,9 @@ constexpr const char* kUpstreamStateDir = "/var";
 constexpr const char* kUpstreamProfileName = "processes"; // tools/commonchecks: checkProfile
 
 // The folder nixproc-<pm>-switch keeps profiles in when NIX_USER_PROFILE_DIR is not set
-// (tools/commonchecks: composeProfileDir, checkNixStateDir).
+// (tools/commonchecks: composeProfileDir).
 std::string upstreamProfileFolder(const std::map<std::string, std::string>& env) {
-    auto it = env.find("NIX_STATE_DIR");
-    std::string state = it != env.end() && !it->second.empty() ? it->second : "/nix/var/nix";
-    return (fs::path(state) / "profiles").lexically_normal().string();
+    return (fs::path(nixStateDir(env)) / "profiles").lexically_normal().string();
 }
 
 // A word as a POSIX shell reads it back: as it is when it holds nothing special, else quoted.
@@ -29,6 +27,11 @@ std::string shellWord(const std::string& word) {
 }
 
 } // namespace
+
+std::string nixStateDir(const std::map<std::string, std::string>& env) {
+    auto it = env.find("NIX_STATE_DIR");
+    return it != env.end() && !it->second.empty() ? it->second : "/nix/var/nix";
+}
 
 bool isUpstreamSwitch(const std::string& program) {
     std::string name = fs::path(program).filename().string();
@@ -74,15 +77,14 @@ SwitchInvocation switchInvocation(const Config& config, const ProcessManager& ma
             for (const auto& option : out.profile_options) out.rollback_command += " " + shellWord(option);
             out.rollback_command += " --rollback";
         }
-    }
-    if (upstream)
         for (const char* var : {"NIXPROC_STATE_DIR", "NIXPROC_RUNTIME_DIR", "NIXPROC_FORCE_DISABLE_USER_CHANGE"}) env.erase(var);
+    }
     env["NIXPROC_PROCESSES"] = model_copy;
     for (const auto& kv : manager.deployEnvironment()) {
         auto eq = kv.find('=');
         env[kv.substr(0, eq)] = eq == std::string::npos ? "" : kv.substr(eq + 1);
     }
-    for (const auto& [k, v] : env) out.environment.push_back(k + "=" + v);
+    out.environment = environmentList(env);
     return out;
 }
 

@@ -27,6 +27,10 @@ struct SwitchInvocation {
     std::vector<std::string> notes;
 };
 
+// Nix's state folder as Nix and upstream's tools take it: $NIX_STATE_DIR, else /nix/var/nix
+// (tools/commonchecks: checkNixStateDir).
+std::string nixStateDir(const std::map<std::string, std::string>& environment);
+
 // Whether `program` is one of nix-processmgmt's switches (its file name is nixproc-*-switch): only
 // those get the upstream options; a deploy.command of another kind gets the environment alone.
 bool isUpstreamSwitch(const std::string& program);
