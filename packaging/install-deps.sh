@@ -11,9 +11,12 @@ build="build-essential cmake pkg-config libboost1.81-dev libyaml-cpp-dev libspdl
 # and the Disnix stand-ins, the process managers (s6 and execline, which runs s6-rc's oneshot
 # scripts), Nix, nginx, and the inits we benchmark against.
 run="util-linux procps python3 curl hyperfine supervisor s6 execline nix-bin nginx-light tini dumb-init catatonit"
+# The container tests and packaging/docker/build-images.sh: both engines (podman with runc, as crun
+# fails on hybrid cgroups), and debootstrap for the base images.
+containers="docker.io podman runc debootstrap"
 
 missing=""
-for p in $build $run; do
+for p in $build $run $containers; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 done
 if [ -n "$missing" ]; then

@@ -1,0 +1,61 @@
+#!/usr/bin/env python3
+"""The demo image as a user runs it: `run -d`, edits with `exec`, the deployments in `logs`, the
+services answering through `-p`.   test_deploy.py ENGINE STATE SCENARIO"""
+import time
+
+import containers
+from containers import DEMO_IMAGE, Container
+
+# The edit of README's walk-through, as one `sed -i` (GNU sed: a temp file renamed over the model):
+# webapp2 before nginx, and nginx routing webapp2.local to it.
+ADD_WEBAPP2 = [
+    "sed", "-i",
+    "-e", r"/^  nginx = rec {/i\  webapp2 = rec {\n    port = ids.webappPorts.webapp2 or 0;\n"
+          r"    dnsName = \"webapp2.local\";\n"
+          r"    pkg = constructors.webapp { inherit port; instanceSuffix = \"2\"; };\n  };\n",
+    "-e", "s/webapps = \\[ webapp \\];/webapps = [ webapp webapp2 ];/",
+    "/etc/nixproc/processes.nix",
+]
+FIRST_DEPLOYMENT_S = 120
+
+
+def start_demo(checks, hint, *run_args):
+    """A demo container whose first deployment is done and whose web app answers."""
+    demo = Container(checks, DEMO_IMAGE, *run_args, hint=hint)
+    _, _, done = demo.wait_for(r"deploy #1: done", timeout=FIRST_DEPLOYMENT_S, fail=r"deploy #1: failed")
+    checks.timing("run -d → deploy #1 done", done - demo.started)
+    checks.check(demo.lines_matching(r"deploy #1: \+nginx \+webapp$"), "the log shows deploy #1's plan: +nginx +webapp")
+    demo.wait_answer("webapp.local", "Simple test webapp")
+    checks.check(True, "webapp.local answers through the published port")
+    return demo
+
+
+def first_deployment(engine, checks):
+    demo = start_demo(checks, "run")
+    pid1 = demo.exec("cat", "/proc/1/cmdline").stdout.split("\0")[0]
+    checks.check(pid1 == "/usr/sbin/nixproc-init", f"PID 1 in the container is /usr/sbin/nixproc-init (it is {pid1!r})")
+    ps = demo.exec("ps", "-eo", "pid,ppid,stat,comm").stdout
+    checks.check(" Z" not in ps and "<defunct>" not in ps, f"no zombie in the container:\n{ps}")
+    ready = demo.wait_for(r"supervisord is ready \(/var/run/supervisor.sock answers")[0]
+    first = demo.wait_for(r"deploy #1")[0]
+    checks.check(ready < first, "the log says supervisord's socket answered before deploy #1 began")
+
+
+def edit_with_sed(engine, checks):
+    demo = start_demo(checks, "sed")
+    mark = demo.mark()
+    demo.exec(*ADD_WEBAPP2)
+    saved = time.monotonic()
+    _, plan, _ = demo.wait_for(r"deploy #2: [+~=]", timeout=120, since=mark, fail=r"deploy #2: failed")
+    checks.check("+webapp2" in plan and "~nginx" in plan and "=webapp" in plan,
+                 f"the log shows deploy #2's plan: +webapp2 ~nginx =webapp ({plan})")
+    demo.wait_for(r"deploy #2: done", timeout=60, since=mark, fail=r"deploy #2: failed")
+    answered = demo.wait_answer("webapp2.local", "Simple test webapp")
+    checks.timing("sed -i → webapp2 answers", answered - saved)
+    checks.check(demo.get("webapp.local")[0] == 200, "webapp.local still answers")
+
+
+containers.main({
+    "first-deployment": first_deployment,
+    "edit-with-sed": edit_with_sed,
+})
