@@ -55,13 +55,13 @@ class Container:
         self.checks = checks
         self.engine = checks.engine
         self.name = f"nixproc-test-{hint}-{os.getpid()}-{len(checks.containers)}"
+        self.lines = []  # (arrival time, text)
+        self._changed = threading.Condition()
+        self._follower = None
         checks.containers.append(self)
         publish_args = ["-p", "127.0.0.1::8080"] if publish else []
         self.started = time.monotonic()
         self.engine.run("run", "-d", "--name", self.name, *publish_args, *run_args, image, *command, timeout=120)
-        self.lines = []  # (arrival time, text)
-        self._changed = threading.Condition()
-        self._follower = None
         self._follow()
 
     # -- the log ---------------------------------------------------------------------------------
