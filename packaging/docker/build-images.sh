@@ -32,15 +32,18 @@ release=bookworm
 build_packages="build-essential cmake pkg-config libboost1.81-dev libyaml-cpp-dev libspdlog-dev libpugixml-dev"
 demo_packages="supervisor nix-bin nginx-light vim-tiny procps"
 
-for tool in debootstrap "$engine"; do
-    command -v "$tool" >/dev/null || { echo "build-images.sh: $tool is not installed (packaging/install-deps.sh installs it)" >&2; exit 1; }
-done
 [ "$(id -u)" = 0 ] || { echo "build-images.sh: run as root (debootstrap and chroot need it)" >&2; exit 1; }
+# debootstrap, docker.io, podman, runc: what is missing of them (and of the rest of the project's
+# Debian packages) is installed.
+"$source_dir/packaging/install-deps.sh"
 
 sources=$("$here/apt-mirror.py" "$release")
 mirror=${NIXPROC_DEBIAN_MIRROR:-$(echo "$sources" | head -n 1 | cut -d ' ' -f 1)}
-# Same inputs, same root file systems: the stamp names them.
-stamp=$( { echo "$sources"; echo "$mirror"; echo "$build_packages"; echo "$demo_packages"; cat "$0"; } | sha256sum | cut -c 1-16)
+# Same inputs, same root file systems: the stamp names them. Bump recipe when
+# make_root_file_systems changes what it makes.
+recipe=1
+stamp=$( { echo "$recipe $release"; echo "$sources"; echo "$mirror"; echo "$build_packages"; echo "$demo_packages"; } |
+    sha256sum | cut -c 1-16)
 
 log() { echo "build-images.sh: $*" >&2; }
 

@@ -55,7 +55,42 @@ def edit_with_sed(engine, checks):
     checks.check(demo.get("webapp.local")[0] == 200, "webapp.local still answers")
 
 
+def broken_edits(engine, checks):
+    demo = start_demo(checks, "broken")
+    original = demo.exec("cat", "/etc/nixproc/processes.nix").stdout
+
+    # Written in place (the same inode, as `cat >` or mcedit save), and not even Nix syntax: the
+    # check (nix-instantiate --parse) refuses it before the switch runs.
+    mark = demo.mark()
+    demo.exec("sh", "-c", "cat > /etc/nixproc/processes.nix", input=original.replace("rec {", "rec {{", 1))
+    _, failed, _ = demo.wait_for(r"deploy #2: .*failed", timeout=60, since=mark, fail=r"deploy #2: done")
+    checks.check("the running services are as they were" in failed,
+                 f"a model that does not parse fails deploy #2 before the switch, services untouched ({failed})")
+    checks.check(demo.lines_matching(r"error: syntax error", since=mark),
+                 "the log shows Nix's own parse error")
+    checks.check(demo.get("webapp.local")[0] == 200, "webapp.local still answers after the broken save")
+
+    # It parses, but ids.nix has no webapp3 port: only evaluating it (the switch's nix-build)
+    # fails. Saved as a new file renamed over the model.
+    mark = demo.mark()
+    demo.exec("sh", "-c", "cat > /etc/nixproc/processes.nix.new && mv /etc/nixproc/processes.nix.new /etc/nixproc/processes.nix",
+              input=original.replace("port = ids.webappPorts.webapp or 0;", "port = ids.webappPorts.webapp3;"))
+    _, failed, _ = demo.wait_for(r"deploy #3: .*failed", timeout=120, since=mark, fail=r"deploy #3: done")
+    checks.check("deploy.check" not in failed and demo.lines_matching(r"attribute 'webapp3' missing", since=mark),
+                 f"the model passes the check, and the switch's failure shows Nix's evaluation error ({failed})")
+    status, body = demo.get("webapp.local")
+    checks.check(status == 200 and "Simple test webapp" in body, "webapp.local still answers after the failed switch")
+    checks.check(demo.running(), "the container still runs")
+
+    # Put back as it was: the deployed model again, so there is nothing to deploy.
+    mark = demo.mark()
+    demo.exec("sh", "-c", "cat > /etc/nixproc/processes.nix", input=original)
+    _, said, _ = demo.wait_for(r"unchanged since deployment #1|deploy #4", timeout=60, since=mark)
+    checks.check("unchanged since deployment #1" in said, f"the model put back is recognised as deployed ({said})")
+
+
 containers.main({
     "first-deployment": first_deployment,
     "edit-with-sed": edit_with_sed,
+    "broken-edits": broken_edits,
 })
