@@ -33,6 +33,10 @@ using std::chrono::milliseconds;
 // uninterruptible sleep may never go) before the init exits regardless.
 constexpr std::chrono::seconds kKillWait{2};
 
+// How often to look again, while stopping, whether processes that entered the namespace from
+// outside are gone: nothing tells PID 1 when a process that is not its descendant exits.
+constexpr milliseconds kEnteredPoll{50};
+
 double seconds(milliseconds ms) { return static_cast<double>(ms.count()) / 1000.0; }
 
 } // namespace
@@ -48,6 +52,7 @@ struct Init::Loop {
     std::optional<DeployQueue> deployer; // none for a plain init
     boost::asio::steady_timer deadline{io}; // the grace, then the wait after SIGKILL
     boost::asio::steady_timer probe{io};    // readiness polling, only while starting
+    boost::asio::steady_timer entered{io};  // polling for processes entered from outside, only while stopping
     const bool pid1 = ::getpid() == 1;
 
     pid_t main_pid = -1;                 // -1: the manager has no main child (sysvinit, disnix)
@@ -275,7 +280,8 @@ struct Init::Loop {
 
     void afterReap(Reaper::Children children) {
         if (!main_status || stopping_steps) return;
-        if (children == Reaper::Children::None) return finish(exitCodeOf(*main_status));
+        bool others = children == Reaper::Children::None && enteredFromOutside();
+        if (children == Reaper::Children::None && !others) return finish(exitCodeOf(*main_status));
         if (!stopping_rest) {
             stopping_rest = true;
             spdlog::log(lifecycleLevel(), "stopping the processes left behind");
@@ -283,6 +289,21 @@ struct Init::Loop {
         }
         // A subreaper adopts the grandchildren of what it stops: they get the signal too.
         signalTheRest(killing ? SIGKILL : SIGTERM);
+        if (others) pollEntered();
+    }
+
+    // As PID 1, processes that `docker exec` (podman exec, nsenter) put into the namespace are
+    // not our descendants: no SIGCHLD and no drain tells of them, and the kernel SIGKILLs them the
+    // moment we exit, with no SIGTERM and no grace. kill(-1, 0) reaches every process of the
+    // namespace but us: once our own children are all reaped, whoever it still finds is such a one.
+    bool enteredFromOutside() const { return pid1 && ::kill(-1, 0) == 0; }
+
+    // Looked at again until they are gone, or the grace (then the wait after SIGKILL) ends.
+    void pollEntered() {
+        entered.expires_after(kEnteredPoll);
+        entered.async_wait([this](const boost::system::error_code& ec) {
+            if (!ec && !finished) afterReap(reaper.drain());
+        });
     }
 
     void beginGrace() {
@@ -330,6 +351,7 @@ struct Init::Loop {
         spdlog::log(lifecycleLevel(), "exiting with status {} ({} orphans reaped)", code, reaper.orphansReaped());
         deadline.cancel();
         probe.cancel();
+        entered.cancel();
         io.stop();
     }
 };
