@@ -206,13 +206,16 @@ struct Init::Loop {
     // for the init to stop. So when the child stops on a terminal stop signal, the init stops too,
     // with the same signal (the shell then says why: "Stopped", "Stopped (tty input)"). The Reaper
     // never asks for stops (no WUNTRACED), so the child's stop report is still there to read.
+    // As PID 1 (docker run -it IMAGE CMD) no shell is above the init to `fg` the child: see
+    // continueAfterStop.
     void followMainChildStop() {
-        if (pid1 || main_pid < 0 || main_status) return;
+        if (main_pid < 0 || main_status) return;
         siginfo_t info{};
         if (::waitid(P_PID, static_cast<id_t>(main_pid), &info, WSTOPPED | WNOHANG) != 0 || info.si_pid != main_pid) return;
         int sig = info.si_status;
         // SIGSTOP comes from someone who meant the child alone (a debugger, kill -STOP).
         if (sig != SIGTSTP && sig != SIGTTIN && sig != SIGTTOU) return;
+        if (pid1) return continueAfterStop(sig);
         spdlog::debug("{} (pid {}) stopped by {}: stopping too", manager.name(), main_pid, signalName(sig));
         stopSelf(sig);
         // Continued (fg or bg): the terminal back to the child if the shell gave it to us, then
@@ -221,6 +224,23 @@ struct Init::Loop {
         if (::kill(-main_pid, SIGCONT) != 0 && errno != ESRCH)
             spdlog::warn("cannot continue {}: {}", main_pid, std::strerror(errno));
         spdlog::debug("continued: {} (pid {}) continued too", manager.name(), main_pid);
+    }
+
+    // PID 1: a main child stopped by Ctrl-Z (or a program's own SIGTSTP, vim's ^Z) would stay
+    // stopped for good, the terminal dead and Ctrl-C pending; the kernel spares orphaned process
+    // groups that fate, and the init does the same for its child: continued at once, the terminal
+    // still its own. SIGTTIN/SIGTTOU (the terminal used from the background) would only come again:
+    // said, and left to kill -CONT.
+    void continueAfterStop(int sig) {
+        if (sig != SIGTSTP) {
+            spdlog::warn("{} (pid {}) stopped by {}: it used the terminal from the background; as PID 1 "
+                         "nothing resumes it but kill -CONT {}", manager.name(), main_pid, signalName(sig), main_pid);
+            return;
+        }
+        if (::kill(-main_pid, SIGCONT) != 0 && errno != ESRCH)
+            spdlog::warn("cannot continue {}: {}", main_pid, std::strerror(errno));
+        spdlog::log(lifecycleLevel(), "{} (pid {}) stopped by SIGTSTP: continued, as PID 1 has no shell to resume it",
+                    manager.name(), main_pid);
     }
 
     // Returns once the init is continued. The signal is unblocked just for this; the kernel drops

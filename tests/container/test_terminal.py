@@ -337,7 +337,31 @@ def bash_job_control(engine, checks):
     checks.check(recorded == "3", f"the engine records the container's exit code 3 ({recorded})")
 
 
+def ctrl_z_without_shell(engine, checks):
+    """`run -it IMAGE CMD` where CMD is no shell: nothing above PID 1 can `fg` what Ctrl-Z stops."""
+    run = TerminalRun(checks, INIT_IMAGE, "bash", "-c", 'while read -r line; do echo "got:$line"; done')
+    tty = run.terminal
+    tty.send("one\r")
+    tty.wait_for(r"got:one", timeout=60, what="the command's answer to a line")
+    table = run.processes()
+    reader = next((pid for pid, p in table.items() if p[2] == 1 and p[0] == "bash"), None)
+    checks.check(reader is not None and table[reader][4] == table[reader][3] == reader,
+                 f"the command holds the terminal's foreground: {table.get(reader)}")
+    at = tty.mark()
+    tty.send("\x1a")
+    tty.send("two\r")
+    # Stopped for good, it would never read "two" (and Ctrl-C would stay pending).
+    tty.wait_for(r"got:two", timeout=10, since=at, what="the command reading on after Ctrl-Z")
+    table = run.processes()
+    checks.check(reader in table and table[reader][1] != "T",
+                 f"after Ctrl-Z the command runs on and reads the terminal: {table.get(reader)}")
+    tty.send("\x03")
+    code = tty.wait_exit(timeout=30)
+    checks.check(code == 128 + signal.SIGINT, f"Ctrl-C ends it and {engine.name} run exits 130 (it exits {code})")
+
+
 containers.main({
     "edit-with-vi": edit_with_vi,
     "bash-job-control": bash_job_control,
+    "ctrl-z-without-shell": ctrl_z_without_shell,
 })

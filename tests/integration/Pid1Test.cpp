@@ -191,6 +191,19 @@ TEST_CASE("job control works on a terminal: Ctrl-Z, fg, Ctrl-C in an interactive
     CHECK(c.wait() == 7);
 }
 
+TEST_CASE("PID 1 on a terminal: Ctrl-Z does not leave a main child that is no shell stopped for good", "[pid1][tty]") {
+    // docker run -it IMAGE CMD: above PID 1 there is no shell to `fg` the child, so a child stopped
+    // by Ctrl-Z would hang the terminal and ignore Ctrl-C (the kernel spares orphaned groups so).
+    Child c(init({"--", "bash", "-c", "while read -r l; do echo got:$l; done"}), {.pty = true, .env = {"TERM=dumb"}});
+    c.send("one\n");
+    REQUIRE(c.expect("got:one"));
+    c.send("\x1a"); // Ctrl-Z: SIGTSTP to the foreground group, the child's
+    c.send("two\n");
+    CHECK(c.expect("got:two", 10s)); // it still reads the terminal
+    c.send("\x03"); // Ctrl-C still ends it, and the init with it
+    CHECK(c.wait(10s) == 128 + SIGINT);
+}
+
 TEST_CASE("a plain init is silent unless -v, and says once that it exits", "[pid1][log]") {
     Child quiet(init({"--", "sh", "-c", "exit 3"}));
     CHECK(quiet.wait() == 3);
