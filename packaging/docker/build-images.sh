@@ -129,10 +129,15 @@ for variant in base build demo; do
     import_base_image "$variant"
 done
 version=$(sed -n 's/^project(nixproc-init VERSION \([0-9.]*\).*/\1/p' "$source_dir/CMakeLists.txt")
+# podman's default limits for root's containers are above what some hosts let root set (its
+# RUN steps then fail with "error setting rlimit"): the shell's own hard limits.
+limits=""
+[ "$engine" = podman ] && limits="--ulimit nofile=$(ulimit -Hn):$(ulimit -Hn) --ulimit nproc=$(ulimit -Hu):$(ulimit -Hu)"
 for target in init demo; do
     started=$(date +%s)
     log "$engine build --target $target"
-    "$engine" build --file "$here/Dockerfile" --target "$target" \
+    # shellcheck disable=SC2086
+    "$engine" build $limits --file "$here/Dockerfile" --target "$target" \
         --tag "nixproc-$target:latest" --tag "nixproc-$target:$version" "$source_dir"
     log "nixproc-$target:$version built in $(($(date +%s) - started)) s"
 done
