@@ -17,6 +17,9 @@
 # packaging/docker/apt-mirror.py); DOCKER_HOST, CONTAINERS_CONF, CONTAINERS_STORAGE_CONF as the
 # engines read them (the tests point them at their own daemon and storage).
 set -eu
+# The whole script is one compound command, read before any of it runs: an edit of this file (a
+# git pull) while a build runs cannot change what the running build does next.
+{
 engine=${1:-docker}
 case "$engine" in
     docker|podman) ;;
@@ -141,3 +144,5 @@ for target in init demo; do
         --tag "nixproc-$target:latest" --tag "nixproc-$target:$version" "$source_dir"
     log "nixproc-$target:$version built in $(($(date +%s) - started)) s"
 done
+exit 0
+}
