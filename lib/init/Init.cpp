@@ -355,7 +355,15 @@ struct Init::Loop {
     // Everything but the main child: as PID 1 all of the namespace, as a subreaper our children.
     void signalTheRest(int sig) {
         if (pid1) {
-            if (signalled.emplace(sig, -1).second) ::kill(-1, sig);
+            if (!signalled.emplace(sig, -1).second) return;
+            ::kill(-1, sig);
+            // An interactive shell ignores SIGTERM (a `docker exec -it NAME bash` left open) but
+            // ends on SIGHUP, as when its terminal hangs up: after the SIGTERM, as systemd does at
+            // shutdown, whatever has a controlling terminal gets SIGHUP too. Daemons have none, so
+            // none is asked to reload.
+            if (sig == SIGTERM)
+                for (pid_t pid : withTerminal())
+                    if (pid != ::getpid() && signalled.emplace(SIGHUP, pid).second) ::kill(pid, SIGHUP);
             return;
         }
         for (pid_t child : childrenOf(::getpid()))

@@ -14,9 +14,10 @@ struct Stat {
     char state = '?';
     pid_t parent = -1;
     pid_t group = -1;
+    int terminal = 0; // tty_nr: 0 without a controlling terminal
 };
 
-// Fields 2 to 5 of /proc/PID/stat; the command name (field 2) may hold spaces and parentheses.
+// Fields 2 to 5 and 7 of /proc/PID/stat; the command name (field 2) may hold spaces and parentheses.
 std::optional<Stat> statOf(const char* pid) {
     std::ifstream in(std::string("/proc/") + pid + "/stat");
     std::string line;
@@ -26,7 +27,8 @@ std::optional<Stat> statOf(const char* pid) {
     if (open == std::string::npos || close == std::string::npos || close < open) return std::nullopt;
     Stat stat{.name = line.substr(open + 1, close - open - 1)};
     std::istringstream rest(line.substr(close + 1));
-    if (!(rest >> stat.state >> stat.parent >> stat.group)) return std::nullopt;
+    pid_t session = -1;
+    if (!(rest >> stat.state >> stat.parent >> stat.group >> session >> stat.terminal)) return std::nullopt;
     return stat;
 }
 
@@ -49,6 +51,14 @@ std::vector<pid_t> childrenOf(pid_t parent) {
         if (stat.parent == parent) children.push_back(pid);
     });
     return children;
+}
+
+std::vector<pid_t> withTerminal() {
+    std::vector<pid_t> found;
+    eachProcess([&](pid_t pid, const Stat& stat) {
+        if (stat.terminal != 0) found.push_back(pid);
+    });
+    return found;
 }
 
 std::vector<GroupMember> membersOfGroup(pid_t pgid) {

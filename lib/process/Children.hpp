@@ -10,6 +10,9 @@ namespace nixproc {
 
 std::vector<pid_t> childrenOf(pid_t parent);
 
+// The processes that have a controlling terminal (an interactive shell, what runs in it).
+std::vector<pid_t> withTerminal();
+
 struct GroupMember {
     pid_t pid = -1;
     pid_t parent = -1;
