@@ -11,10 +11,12 @@
 #include <filesystem>
 #include <functional>
 #include <optional>
+#include <sstream>
 #include <string_view>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <yaml-cpp/depthguard.h>
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 namespace nixproc {
@@ -232,8 +234,33 @@ std::optional<TextFault> textFault(std::string_view text) {
     return std::nullopt;
 }
 
+// Where each document of a YAML stream starts, and nothing else.
+struct DocumentStarts final : YAML::EventHandler {
+    std::vector<YAML::Mark> marks;
+    void OnDocumentStart(const YAML::Mark& mark) override { marks.push_back(mark); }
+    void OnDocumentEnd() override {}
+    void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+    void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
+    void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t, const std::string&) override {}
+    void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {}
+    void OnSequenceEnd() override {}
+    void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {}
+    void OnMapEnd() override {}
+};
+
+// The start of the second document of `text`, which yaml-cpp's Load would drop without a word.
+std::optional<YAML::Mark> secondDocument(std::string_view text) {
+    std::istringstream in{std::string(text)};
+    YAML::Parser parser(in);
+    DocumentStarts starts;
+    while (starts.marks.size() < 2 && parser.HandleNextDocument(starts)) {}
+    if (starts.marks.size() < 2) return std::nullopt;
+    return starts.marks[1];
+}
+
 // yaml-cpp's parse of `text`; any fault is a ConfigError at its line and column in `file`, or, for
-// the value of an environment variable, at `at`.
+// the value of an environment variable, at `at`. One document only: Load reads the first of a
+// stream and drops the rest, which would be settings silently ignored.
 YAML::Node parseYaml(std::string_view text, const std::string& file, const Origin* at) {
     auto fail = [&](const YAML::Mark& mark, const std::string& what) -> void {
         if (at) at->fail("not a valid value: " + what);
@@ -247,7 +274,14 @@ YAML::Node parseYaml(std::string_view text, const std::string& file, const Origi
         throw ConfigError(where(file, mark) + ": " + fault->what());
     }
     try {
-        return YAML::Load(std::string(text));
+        std::vector<YAML::Node> documents = YAML::LoadAll(std::string(text));
+        if (documents.size() > 1) {
+            YAML::Mark second = secondDocument(text).value_or(YAML::Mark::null_mark());
+            if (at) at->fail("not a valid value: a second YAML document starts at line " + std::to_string(second.line + 1));
+            throw ConfigError(where(file, second) +
+                              ": a second YAML document starts here: nixproc-init reads one (remove the `---` line, or merge the documents)");
+        }
+        return documents.empty() ? YAML::Node() : documents.front();
     } catch (const YAML::DeepRecursion& e) {
         fail(e.mark, at ? "nested too deeply" : "not valid YAML: nested too deeply");
     } catch (const YAML::Exception& e) {

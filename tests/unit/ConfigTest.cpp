@@ -274,3 +274,19 @@ TEST_CASE("keys that were removed say what replaced them", "[config]") {
     CHECK_THAT(errorOf("", {{"NIXPROC_INIT_MANAGER_LIVE_DIR", "/run/s6-rc"}}),
                Catch::StartsWith("environment variable NIXPROC_INIT_MANAGER_LIVE_DIR: no longer a key"));
 }
+
+// yaml-cpp's Load reads the first document of a stream and drops the others without a word: a
+// setting in a second document would be silently ignored.
+TEST_CASE("a second YAML document is refused at the line where it starts", "[config]") {
+    CHECK(outcomeOf("---\nprocess_manager: supervisord\n---\nprocess_manager: none\n") ==
+          "3:1: a second YAML document starts here: nixproc-init reads one (remove the `---` line, or merge the documents)");
+    CHECK(outcomeOf("process_manager: s6-rc\n---\ndeploy:\n  timeout_s: 5\n") ==
+          "2:1: a second YAML document starts here: nixproc-init reads one (remove the `---` line, or merge the documents)");
+    CHECK(outcomeOf("process_manager: s6-rc\n...\nprocess_manager: none\n") ==
+          "3:1: a second YAML document starts here: nixproc-init reads one (remove the `---` line, or merge the documents)");
+    CHECK(outcomeOf("---\nprocess_manager: s6-rc\n") == "no error");          // one document, started explicitly
+    CHECK(outcomeOf("process_manager: s6-rc\n...\n") == "no error");          // one document, ended explicitly
+    CHECK(outcomeOf("# only a comment\n---\n# and another\n") == "no error"); // still one (empty) document
+    CHECK(errorOf("", {{"NIXPROC_INIT_MANAGER_COMMAND", "[a]\n---\n[b]"}}) ==
+          "environment variable NIXPROC_INIT_MANAGER_COMMAND: manager.command: not a valid value: a second YAML document starts at line 2");
+}
