@@ -123,6 +123,14 @@ int main(int argc, char** argv) {
             return 0;
         }
         setupLogging(config.log.level, config.log.format); // check() logs too (supervisord's probe, warnings)
+        // `docker run -it IMAGE bash`: a shell that does not start the manager would never answer
+        // for it. Waiting for it (step_timeout_s) and then deploying into the user's shell could
+        // only fail, a minute later and into the terminal: the shell runs under a plain init
+        // instead, as the notice says. Another program (sleep, a wrapper) may start the manager
+        // in ways the init cannot see: it keeps the manager's duties, and the notice says so.
+        std::string notice = replacedCommandNotice(*manager, cli.command.empty() ? "manager.command" : "COMMAND");
+        if (!notice.empty()) spdlog::info("{}", notice);
+        if (manager->commandRole() == CommandRole::Shell) manager = makePlainInit(config);
         manager->check();
     } catch (const ConfigError& e) {
         spdlog::error("configuration: {}", e.what());

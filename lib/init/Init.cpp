@@ -65,6 +65,7 @@ struct Init::Loop {
     bool stopping_rest = false; // the main child is gone, the leftovers were told to stop
     bool killing = false;       // the grace is over
     std::set<std::pair<int, pid_t>> signalled; // (signal, pid) already sent; pid -1: everyone
+    std::set<int> withheld_said;               // signals already said not to be forwarded
     int exit_code = exit_code::kInternal;
     bool finished = false; // the exit is decided: signals still queued in the same read change nothing
 
@@ -88,6 +89,8 @@ struct Init::Loop {
     // is then the user's own manager). A configured `none` without one says once that it neither
     // deploys nor watches, rather than ignore those settings silently.
     void startDeployer() {
+        // A shell that replaced the manager's program runs under a plain init (main.cpp said so).
+        if (plain() && config.process_manager != ManagerKind::None) return;
         bool deploys = config.process_manager != ManagerKind::None || !config.deploy.command.empty();
         if (deploys) return (void)deployer.emplace(io, spawner, reaper, config, manager);
         if (!config.source.empty())
@@ -95,10 +98,11 @@ struct Init::Loop {
                          config.source, config.processes);
     }
 
+    // Configured so, or a shell that replaced the manager's program (see main.cpp).
+    bool plain() const { return manager.name() == "none"; }
+
     // A plain init (like tini) stays quiet about its one child; a manager's start is news.
-    spdlog::level::level_enum lifecycleLevel() const {
-        return config.process_manager == ManagerKind::None ? spdlog::level::debug : spdlog::level::info;
-    }
+    spdlog::level::level_enum lifecycleLevel() const { return plain() ? spdlog::level::debug : spdlog::level::info; }
 
     // Orphans are re-parented to PID 1; anywhere else they would escape us unless we subreap.
     bool becomeSubreaper() {
@@ -144,9 +148,11 @@ struct Init::Loop {
             return runStartSteps();
         }
         if (Clock::now() - since > config.manager.step_timeout) {
-            spdlog::error("{} not ready after {} s: nothing answers on {}", manager.name(),
+            // It may still come up (a slow start): its start steps and deployments go ahead, and
+            // say for themselves whether they reach it. It is never said to have started.
+            spdlog::error("{} not ready after {} s: nothing answers on {}; going on without it", manager.name(),
                           config.manager.step_timeout.count(), ready.path);
-            return runStartSteps();
+            return runStartSteps(false);
         }
         probe.expires_after(interval);
         probe.async_wait([this, ready, since, interval](const boost::system::error_code& ec) {
@@ -154,11 +160,13 @@ struct Init::Loop {
         });
     }
 
-    // A failed step is never "started": the deployer still runs (a switch may repair it).
-    void runStartSteps() {
+    // A failed step is never "started", nor a manager that was not ready: the deployer still
+    // runs (a switch may repair it).
+    void runStartSteps(bool ready = true) {
         auto steps = manager.startSteps();
-        runSteps(steps, 0, config.manager.step_timeout, ++sequence, [this, total = steps.size()](std::size_t failed) {
-            if (failed == 0) spdlog::log(lifecycleLevel(), "{} started", manager.name());
+        runSteps(steps, 0, config.manager.step_timeout, ++sequence, [this, ready, total = steps.size()](std::size_t failed) {
+            if (failed == 0 && ready) spdlog::log(lifecycleLevel(), "{} started", manager.name());
+            else if (failed == 0) spdlog::debug("{}: start steps done ({}), though it was not ready", manager.name(), total);
             else spdlog::error("{} did not start: {} of {} start steps failed", manager.name(), failed, total);
             if (deployer) deployer->managerReady();
         });
@@ -263,8 +271,11 @@ struct Init::Loop {
 
     void forward(int sig) {
         if (main_pid < 0 || main_status) return;
-        if (!manager.forwards(sig)) {
-            spdlog::info("{} not forwarded to {}", signalName(sig), manager.name());
+        if (std::string why = manager.withheld(sig); !why.empty()) {
+            // Once per signal: a sender that repeats it (a log rotator, a monitor) must not fill the log.
+            std::string program = manager.program().empty() ? manager.name() : manager.program();
+            spdlog::log(withheld_said.insert(sig).second ? spdlog::level::info : spdlog::level::debug,
+                        "{} not forwarded to {}: {}", signalName(sig), program, why);
             return;
         }
         pid_t target = config.signal_process_group ? -main_pid : main_pid;
@@ -294,7 +305,7 @@ struct Init::Loop {
     void onMainChildExit(int status) {
         main_status = status;
         if (deployer) deployer->shutdown(); // nothing left to deploy to
-        spdlog::log(lifecycleLevel(), "{} (pid {}) {}", config.process_manager == ManagerKind::None ? "main child" : manager.name(),
+        spdlog::log(lifecycleLevel(), "{} (pid {}) {}", plain() ? "main child" : manager.name(),
                     main_pid, describeStatus(status));
     }
 

@@ -85,7 +85,70 @@ bool ReadinessProbe::ready() const {
     return ok;
 }
 
-bool ProcessManager::forwards(int) const { return true; }
+std::string ProcessManager::withheld(int) const { return ""; }
+
+namespace {
+
+std::string fileName(const std::string& path) { return path.substr(path.rfind('/') + 1); }
+
+bool isShell(const std::string& name) {
+    for (const char* shell : {"sh", "bash", "dash", "ash", "zsh", "ksh", "mksh", "yash", "fish"})
+        if (name == shell) return true;
+    return false;
+}
+
+} // namespace
+
+// Only the file name is compared: the manager's program may be anywhere (a store path, /usr/bin).
+// A shell is a debugging shell unless it could start the program: a script file (sh
+// /entrypoint.sh) may well, and so may a -c script that names it (sh -c '...; exec supervisord').
+CommandRole ProcessManager::commandRole() const {
+    const std::string own = program();
+    const std::vector<std::string> argv = command();
+    if (own.empty() || argv.empty() || fileName(argv.front()) == own) return CommandRole::Manager;
+    if (!isShell(fileName(argv.front()))) return CommandRole::Other;
+    for (std::size_t i = 1; i < argv.size(); ++i) {
+        const std::string& word = argv[i];
+        bool option = word.size() > 1 && (word[0] == '-' || word[0] == '+');
+        if (!option) return CommandRole::Other; // a script file: what it runs is unknown
+        // -c, or options with it (-ec, -lc): the next word is the script, the rest its $0 and arguments.
+        if (!word.starts_with("--") && word.find('c', 1) != std::string::npos)
+            return i + 1 < argv.size() && argv[i + 1].find(own) != std::string::npos ? CommandRole::Other : CommandRole::Shell;
+    }
+    return CommandRole::Shell; // interactive: bash, sh -l
+}
+
+std::string replacedCommandNotice(const ProcessManager& manager, const std::string& origin) {
+    CommandRole role = manager.commandRole();
+    if (role == CommandRole::Manager) return "";
+    const std::string own = manager.program();
+    const std::string what = origin + " " + fileName(manager.command().front()) + " replaces " + own + "'s command";
+    auto probe = manager.readiness();
+    const std::string wait = probe ? probe->path : own;
+    if (role == CommandRole::Shell)
+        return what + " and is a shell that does not start " + own + ": nixproc-init runs it as a plain init (no wait for " +
+               wait + ", no deployments, every signal passed on); to deploy, leave the " + origin + " out, or start " + own +
+               " from it";
+    return what + ": nixproc-init still waits for " + wait + " and deploys; for a plain shell use --entrypoint or " +
+           "NIXPROC_INIT_PROCESS_MANAGER=none";
+}
+
+// The default action of a signal nobody catches or ignores, as it concerns the process: "die"
+// (terminate, or terminate with a core), "stop", or "" (ignored, or continue). signal(7).
+std::string unhandledSignalFate(int sig) {
+    switch (sig) {
+    case SIGCHLD: case SIGURG: case SIGWINCH: case SIGCONT: return "";
+    case SIGTSTP: case SIGTTIN: case SIGTTOU: case SIGSTOP: return "stop";
+    default: return "die";
+    }
+}
+
+std::string withheldUnlessKept(int sig, std::initializer_list<int> kept) {
+    for (int k : kept)
+        if (k == sig) return "";
+    std::string fate = unhandledSignalFate(sig);
+    return fate.empty() ? "" : "it has no handler for it and would " + fate;
+}
 
 std::optional<ProfileSnapshot> ProcessManager::inventory(const std::string& profile) const {
     auto l = layout();
@@ -132,6 +195,8 @@ std::string iniValueIn(std::string_view ini_text, const std::string& section, co
     });
     return value;
 }
+
+std::unique_ptr<ProcessManager> makePlainInit(const Config& config) { return makeCommandOnly(config); }
 
 std::unique_ptr<ProcessManager> makeProcessManager(const Config& config) {
     switch (config.process_manager) {

@@ -5,6 +5,7 @@
 #include "config/Config.hpp"
 
 #include <chrono>
+#include <initializer_list>
 #include <map>
 #include <memory>
 #include <optional>
@@ -55,6 +56,14 @@ struct ManagerError : std::runtime_error {
     int exit_code;
 };
 
+// What the main child is for a manager with a program of its own, when a COMMAND (or
+// manager.command) replaced that program's command.
+enum class CommandRole {
+    Manager, // the manager's program (by file name), or the manager has none of its own
+    Shell,   // a shell that does not start the program: interactive, or -c with a script that does not name it
+    Other,   // anything else (sleep, a wrapper, a shell running a script file): what it runs is unknown
+};
+
 class ProcessManager {
 public:
     virtual ~ProcessManager() = default;
@@ -67,8 +76,20 @@ public:
     virtual std::vector<Step> startSteps() const { return {}; }
     // Run in order at shutdown, before the main child gets SIGTERM.
     virtual std::vector<Step> stopSteps() const { return {}; }
-    // Signals that must not reach the manager (supervisord restarts everything on SIGHUP).
-    virtual bool forwards(int sig) const;
+    // Why `sig` is not passed on to the main child, as the log says it after "not forwarded to
+    // NAME: " ("it has no handler for it and would die"); "" when it is passed on. A manager's
+    // program dies of a signal it neither catches nor ignores whose default action is to
+    // terminate (or stops, for TSTP, TTIN, TTOU): run as PID 1 it would never have seen one (the
+    // kernel drops them for a namespace's init), so nixproc-init must not pass it on either. The
+    // user's own command (the plain init, sysvinit's or disnix's COMMAND, a COMMAND that replaces
+    // the manager's program) gets everything, as tini passes everything on.
+    virtual std::string withheld(int sig) const;
+    bool forwards(int sig) const { return withheld(sig).empty(); }
+    // The file name of the program command() runs unless told otherwise ("supervisord",
+    // "s6-svscan"); "" when the main child is the user's own command (sysvinit, disnix, none).
+    virtual std::string program() const { return ""; }
+    // What the main child's command is, next to program(): see CommandRole.
+    CommandRole commandRole() const;
     virtual std::optional<ProfileLayout> layout() const { return std::nullopt; }
     // The process instances the deployed profile (or manifest) at `profile` holds, one name per
     // process as the user wrote it in the model. By default read in layout(); a manager whose
@@ -90,6 +111,18 @@ public:
 };
 
 std::unique_ptr<ProcessManager> makeProcessManager(const Config& config);
+// The plain init's (process_manager none, named "none"): config.manager.command as the main
+// child and nothing else; also what runs a shell that replaced a manager's program.
+std::unique_ptr<ProcessManager> makePlainInit(const Config& config);
+
+// The line said once at start when the main child's command is not the manager's program
+// (`origin`: "COMMAND", or "manager.command" for the configuration's), saying what the init still
+// does; "" when it is the manager's program. For a Shell, the caller runs it as a plain init.
+std::string replacedCommandNotice(const ProcessManager& manager, const std::string& origin);
+
+// The rule for a program that catches or ignores the signals `kept`: any other signal is withheld
+// when its default action would kill or stop it ("it has no handler for it and would die").
+std::string withheldUnlessKept(int sig, std::initializer_list<int> kept);
 
 // Throws ManagerError (127 or 126) naming the manager when `program` cannot be run from PATH.
 void requireProgram(const std::string& manager, const std::string& program);

@@ -25,6 +25,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <csignal>
 #include <cstring>
 #include <filesystem>
 #include <fmt/format.h>
@@ -211,6 +212,18 @@ public:
 
     std::optional<ReadinessProbe> readiness() const override {
         return ReadinessProbe{ReadinessProbe::Kind::FifoReader, scanDir() + "/.s6-svscan/control"};
+    }
+
+    std::string program() const override { return "s6-svscan"; }
+
+    // s6-svscan (2.10.0.0 and later; Debian 12 has 2.11.3.2) catches CHLD, ALRM, ABRT, HUP, INT,
+    // TERM, QUIT, USR1, USR2, PWR and WINCH (src/supervision/s6-svscan.c main, the set given to
+    // selfpipe_trapset) and ignores PIPE; "Signals that are not in the above list are not caught
+    // by s6-svscan and will have the system's default effect" (doc/s6-svscan.html, Signals).
+    std::string withheld(int sig) const override {
+        if (commandRole() != CommandRole::Manager) return "";
+        return withheldUnlessKept(sig, {SIGCHLD, SIGALRM, SIGABRT, SIGHUP, SIGINT, SIGTERM, SIGQUIT, SIGUSR1, SIGUSR2,
+                                        SIGPWR, SIGWINCH, SIGPIPE});
     }
 
     // s6-rc-init gets the database itself, resolved, as nixproc-s6-rc-deploy.in:333 passes

@@ -3,7 +3,8 @@
 // --logfile /var/log/supervisord.log --pidfile /var/run/supervisord.pid). It is ready when what its
 // supervisord.conf configures answers: the unix control socket; else the inet port (upstream's own
 // supervisord.conf has only `port = 127.0.0.1:9001`); else, with neither, a short while after it
-// wrote its pidfile. SIGHUP would make it restart every program, so the init never forwards it.
+// wrote its pidfile. It gets only the signals it handles (see withheld): SIGHUP would make it
+// restart every program, and one it has no handler for would kill it.
 #include "manager/Backends.hpp"
 #include "manager/SupervisordConf.hpp"
 
@@ -263,7 +264,17 @@ public:
         return ReadinessProbe{.kind = ReadinessProbe::Kind::Pidfile, .path = pidfile(), .settle = kPidfileSettle, .written_after = since};
     }
 
-    bool forwards(int sig) const override { return sig != SIGHUP; }
+    std::string program() const override { return "supervisord"; }
+
+    // supervisor 4.2.5 catches TERM, INT, QUIT (stop), HUP (restart), CHLD and USR2 (reopen its
+    // logs) (supervisor/options.py:1252-1259 setsignals, supervisord.py:288-316 handle_signal);
+    // Python ignores PIPE and XFSZ from its start. HUP is kept back all the same: it would restart
+    // every program (it deploys instead). A COMMAND that replaced supervisord gets everything.
+    std::string withheld(int sig) const override {
+        if (commandRole() != CommandRole::Manager) return "";
+        if (sig == SIGHUP) return "supervisord restarts every program on SIGHUP";
+        return withheldUnlessKept(sig, {SIGTERM, SIGINT, SIGQUIT, SIGCHLD, SIGUSR2, SIGPIPE, SIGXFSZ});
+    }
 
     std::optional<ProfileLayout> layout() const override { return ProfileLayout{"conf.d", "", ".conf"}; }
 

@@ -6,7 +6,10 @@
 #include "LogCapture.hpp"
 #include "Scratch.hpp"
 
+#include "process/Signals.hpp"
+
 #include <catch2/catch.hpp>
+#include <csignal>
 #include <cstdlib>
 #include <fcntl.h>
 #include <filesystem>
@@ -434,4 +437,25 @@ TEST_CASE("s6-rc refuses a scan folder or runtime folder that someone else can c
         CHECK(code == 2);
         CHECK_THAT(why, Catch::Contains("s6-rc: runtime folder " + run + ": the folder " + s.dir + "/shared is writable by others"));
     }
+}
+
+// s6-svscan (2.10 and later, src/supervision/s6-svscan.c main: the selfpipe_trapset set; 2.11.3.2
+// is Debian 12's) catches CHLD, ALRM, ABRT, HUP, INT, TERM, QUIT, USR1, USR2, PWR and WINCH, and
+// ignores PIPE; "Signals that are not in the above list are not caught by s6-svscan and will have
+// the system's default effect" (doc/s6-svscan.html).
+TEST_CASE("s6-svscan gets the signals it handles, and those that would kill or stop it are refused with why", "[s6][signals]") {
+    Scratch s;
+    Config c = s6Config(s);
+    auto manager = makeS6Rc(c);
+    for (int sig : {SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGALRM, SIGABRT, SIGUSR1, SIGUSR2, SIGPWR, SIGWINCH, SIGPIPE, SIGCONT, SIGURG}) {
+        INFO(signalName(sig));
+        CHECK(manager->withheld(sig).empty());
+    }
+    for (int sig : {SIGVTALRM, SIGPROF, SIGIO, SIGXCPU, SIGXFSZ, SIGSEGV, SIGSYS, SIGSTKFLT, SIGRTMIN}) {
+        INFO(signalName(sig));
+        CHECK(manager->withheld(sig) == "it has no handler for it and would die");
+    }
+    CHECK(manager->withheld(SIGTSTP) == "it has no handler for it and would stop");
+    c.manager.command = {"sleep", "600"}; // not s6-svscan: its signals are its own business
+    CHECK(makeS6Rc(c)->withheld(SIGVTALRM).empty());
 }

@@ -3,12 +3,14 @@
 // which supervisord.conf a bare `supervisorctl` (as the upstream switch runs it) would read.
 #include "manager/ProcessManager.hpp"
 #include "manager/SupervisordConf.hpp"
+#include "process/Signals.hpp"
 #include "Scratch.hpp"
 #include "LogCapture.hpp"
 
 #include <arpa/inet.h>
 #include <catch2/catch.hpp>
 #include <chrono>
+#include <csignal>
 #include <cstdint>
 #include <cstdlib>
 #include <fstream>
@@ -405,4 +407,92 @@ TEST_CASE("bareSupervisorctlWarning names the file a bare supervisorctl reads in
     auto other = bareSupervisorctlWarning(config, search);
     REQUIRE(other);
     CHECK_THAT(*other, Catch::Contains("reads " + search[0] + ", not manager.config " + config));
+}
+
+// supervisor 4.2.5 catches TERM, INT, QUIT, HUP, CHLD and USR2 (supervisor/options.py:1252-1259
+// setsignals); Python ignores PIPE and XFSZ from its start. Any other signal whose default action
+// kills or stops a process would take supervisord, and with it the container, down, where
+// supervisord run as PID 1 would never have seen it (the kernel spares a namespace's init).
+TEST_CASE("supervisord gets only the signals it has a handler for, and each other one is refused with why", "[supervisord][signals]") {
+    Scratch s;
+    Config config;
+    config.process_manager = ManagerKind::Supervisord;
+    config.manager.config = write(s.dir + "/supervisord.conf", upstreamConf("port = 127.0.0.1:9001"));
+    auto manager = makeProcessManager(config);
+    for (int sig : {SIGTERM, SIGINT, SIGQUIT, SIGUSR2, SIGPIPE, SIGXFSZ, SIGWINCH, SIGCONT, SIGURG}) {
+        INFO(signalName(sig));
+        CHECK(manager->withheld(sig).empty());
+    }
+    CHECK(manager->withheld(SIGHUP) == "supervisord restarts every program on SIGHUP");
+    for (int sig : {SIGUSR1, SIGALRM, SIGVTALRM, SIGPROF, SIGIO, SIGPWR, SIGSTKFLT, SIGRTMIN, SIGRTMAX}) {
+        INFO(signalName(sig));
+        CHECK(manager->withheld(sig) == "it has no handler for it and would die");
+    }
+    for (int sig : {SIGSEGV, SIGABRT, SIGXCPU, SIGSYS, SIGTRAP}) {
+        INFO(signalName(sig));
+        CHECK(manager->withheld(sig) == "it has no handler for it and would die");
+    }
+    for (int sig : {SIGTSTP, SIGTTIN, SIGTTOU}) {
+        INFO(signalName(sig));
+        CHECK(manager->withheld(sig) == "it has no handler for it and would stop");
+    }
+}
+
+TEST_CASE("a COMMAND that is not supervisord gets every signal, as any plain init's child would", "[supervisord][signals]") {
+    Scratch s;
+    Config config;
+    config.process_manager = ManagerKind::Supervisord;
+    config.manager.config = write(s.dir + "/supervisord.conf", upstreamConf("port = 127.0.0.1:9001"));
+    for (std::vector<std::string> command : {std::vector<std::string>{"sleep", "600"}, {"bash"}, {"/bin/sh", "-c", "exec supervisord"}}) {
+        config.manager.command = command;
+        auto manager = makeProcessManager(config);
+        INFO(command.front());
+        for (int sig : {SIGUSR1, SIGALRM, SIGHUP, SIGTSTP}) CHECK(manager->withheld(sig).empty());
+    }
+    config.manager.command = {"/nix/store/0123-supervisor-4.2.5/bin/supervisord", "--nodaemon"};
+    CHECK(makeProcessManager(config)->withheld(SIGUSR1) == "it has no handler for it and would die");
+}
+
+// What the init makes of a main child that replaces supervisord's own command.
+TEST_CASE("a COMMAND is supervisord, a shell that does not start it, or another program", "[supervisord][command]") {
+    Scratch s;
+    Config config;
+    config.process_manager = ManagerKind::Supervisord;
+    config.manager.config = write(s.dir + "/supervisord.conf", "[unix_http_server]\nfile=/var/run/supervisor.sock\n");
+    auto role = [&](std::vector<std::string> command) {
+        config.manager.command = std::move(command);
+        return makeProcessManager(config)->commandRole();
+    };
+    CHECK(role({}) == CommandRole::Manager);
+    CHECK(role({"supervisord", "--nodaemon", "-c", "/etc/supervisor/supervisord.conf"}) == CommandRole::Manager);
+    CHECK(role({"/usr/bin/supervisord"}) == CommandRole::Manager);
+    CHECK(role({"bash"}) == CommandRole::Shell);
+    CHECK(role({"/bin/sh", "-l"}) == CommandRole::Shell);
+    CHECK(role({"bash", "-c", "echo hello; sleep 8"}) == CommandRole::Shell);
+    CHECK(role({"sh", "-ec", "ls /etc"}) == CommandRole::Shell);
+    CHECK(role({"sh", "-c", "mkdir -p /var/log/x && exec supervisord --nodaemon"}) == CommandRole::Other); // a wrapper
+    CHECK(role({"sh", "/entrypoint.sh"}) == CommandRole::Other); // a script: what it runs is unknown
+    CHECK(role({"sleep", "600"}) == CommandRole::Other);
+    CHECK(role({"/usr/local/bin/my-supervisor"}) == CommandRole::Other);
+}
+
+TEST_CASE("a COMMAND that replaces supervisord is said once, with what the init still does and how to have a plain shell",
+          "[supervisord][command]") {
+    Scratch s;
+    Config config;
+    config.process_manager = ManagerKind::Supervisord;
+    config.manager.config = write(s.dir + "/supervisord.conf", "[unix_http_server]\nfile=/var/run/supervisor.sock\n");
+    config.manager.command = {"sleep", "600"};
+    auto manager = makeProcessManager(config);
+    CHECK(replacedCommandNotice(*manager, "COMMAND") ==
+          "COMMAND sleep replaces supervisord's command: nixproc-init still waits for /var/run/supervisor.sock and deploys; "
+          "for a plain shell use --entrypoint or NIXPROC_INIT_PROCESS_MANAGER=none");
+    config.manager.command = {"bash"};
+    manager = makeProcessManager(config);
+    CHECK(replacedCommandNotice(*manager, "COMMAND") ==
+          "COMMAND bash replaces supervisord's command and is a shell that does not start supervisord: nixproc-init runs it "
+          "as a plain init (no wait for /var/run/supervisor.sock, no deployments, every signal passed on); to deploy, "
+          "leave the COMMAND out, or start supervisord from it");
+    config.manager.command = {};
+    CHECK(replacedCommandNotice(*makeProcessManager(config), "COMMAND").empty());
 }

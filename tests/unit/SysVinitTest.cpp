@@ -7,6 +7,7 @@
 #include "Scratch.hpp"
 
 #include <catch2/catch.hpp>
+#include <csignal>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -128,4 +129,23 @@ TEST_CASE("an rc folder that others can write runs nothing, and one that is a FI
     Config fifo_profile = sysvinit(s.dir + "/fifo-profile");
     CHECK(makeProcessManager(fifo_profile)->startSteps().empty());
     CHECK(std::chrono::steady_clock::now() - started < std::chrono::seconds(1));
+}
+
+// sysvinit and disnix have no program of their own: their main child, if any, is the user's
+// command, whose handlers the init cannot know. Like the plain init (tini does the same), they
+// pass every signal on: the user sent it for that command.
+TEST_CASE("sysvinit, disnix and the plain init pass every signal on to their main child", "[manager][signals]") {
+    for (ManagerKind kind : {ManagerKind::SysVinit, ManagerKind::Disnix, ManagerKind::None}) {
+        Config config;
+        config.process_manager = kind;
+        config.manager.command = {"sleep", "600"};
+        auto manager = makeProcessManager(config);
+        INFO(manager->name());
+        CHECK(manager->commandRole() == CommandRole::Manager);
+        CHECK(replacedCommandNotice(*manager, "COMMAND").empty());
+        for (int sig : {SIGHUP, SIGUSR1, SIGALRM, SIGVTALRM, SIGTSTP, SIGRTMIN, SIGSEGV}) {
+            INFO(sig);
+            CHECK(manager->withheld(sig).empty());
+        }
+    }
 }
