@@ -13,6 +13,11 @@
 # (README.md walks through adding webapp2). Ctrl-C stops it.
 set -eu
 cd "$(dirname "$0")/.."
+# A hard limit of this shell as podman's --ulimit takes it (SOFT:HARD, -1 unlimited), from
+# /proc/self/limits: `ulimit` has no portable option for processes (dash's -p is bash's pipe size).
+hard_limit() {
+    awk -v name="$1" 'index($0, name) == 1 { h = ($(NF-1) == "unlimited") ? -1 : $(NF-1); print h ":" h }' /proc/self/limits
+}
 if [ "${1:-}" = "--in" ]; then
     engine=${2:?"demo.sh --in docker|podman"}
     if [ "$engine" = docker ] && ! docker info >/dev/null 2>&1; then
@@ -22,7 +27,7 @@ if [ "${1:-}" = "--in" ]; then
     packaging/docker/build-images.sh "$engine"
     echo "demo: try: curl -H 'Host: webapp.local' http://localhost:8080; edit: $engine exec -it nixproc-demo vi /etc/nixproc/processes.nix" >&2
     # The shell's own hard limits: podman's defaults for root are higher than some hosts allow.
-    limits="--ulimit nofile=$(ulimit -Hn):$(ulimit -Hn) --ulimit nproc=$(ulimit -Hu):$(ulimit -Hu)"
+    limits="--ulimit nofile=$(hard_limit 'Max open files') --ulimit nproc=$(hard_limit 'Max processes')"
     # shellcheck disable=SC2086
     exec "$engine" run --rm -it --name nixproc-demo -p 8080:8080 $limits nixproc-demo:latest
 fi

@@ -50,6 +50,12 @@ stamp=$( { echo "$recipe $release"; echo "$sources"; echo "$mirror"; echo "$buil
 
 log() { echo "build-images.sh: $*" >&2; }
 
+# A hard limit of this shell as podman's --ulimit takes it (SOFT:HARD, -1 unlimited), from
+# /proc/self/limits: `ulimit` has no portable option for processes (dash's -p is bash's pipe size).
+hard_limit() {
+    awk -v name="$1" 'index($0, name) == 1 { h = ($(NF-1) == "unlimited") ? -1 : $(NF-1); print h ":" h }' /proc/self/limits
+}
+
 # Installs PACKAGES into the root file system DIR from its own apt sources.
 chroot_install() {
     dir=$1; shift
@@ -135,7 +141,7 @@ version=$(sed -n 's/^project(nixproc-init VERSION \([0-9.]*\).*/\1/p' "$source_d
 # podman's default limits for root's containers are above what some hosts let root set (its
 # RUN steps then fail with "error setting rlimit"): the shell's own hard limits.
 limits=""
-[ "$engine" = podman ] && limits="--ulimit nofile=$(ulimit -Hn):$(ulimit -Hn) --ulimit nproc=$(ulimit -Hu):$(ulimit -Hu)"
+[ "$engine" = podman ] && limits="--ulimit nofile=$(hard_limit 'Max open files') --ulimit nproc=$(hard_limit 'Max processes')"
 for target in init demo; do
     started=$(date +%s)
     log "$engine build --target $target"
