@@ -11,6 +11,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 
+#include <algorithm>
 #include <csignal>
 #include <cstdlib>
 #include <filesystem>
@@ -31,6 +32,7 @@ namespace fs = std::filesystem;
 struct Request {
     std::string trigger; // boot | watch | signal | retry
     bool force = false;  // deploy even when the model is as last deployed
+    std::vector<std::string> changed; // watch: what the saves changed (ModelWatcher's names)
 };
 
 // The longest wait between two tries of a deployment that timed out or was interrupted.
@@ -111,7 +113,9 @@ struct DeployQueue::Impl {
         if (config.watch.enabled) {
             try {
                 // The watcher is a member: it is destroyed with this, and never calls back after.
-                watcher.emplace(io, model, config.watch.debounce, [this] { request({"watch", false}); });
+                watcher.emplace(io, model, config.watch.debounce, [this](const std::vector<std::string>& changed) {
+                    request({"watch", false, changed});
+                });
             } catch (const std::exception& e) {
                 spdlog::error("cannot watch {}: {}; edits will not be deployed until SIGHUP", model.path, e.what());
             }
@@ -159,6 +163,11 @@ struct DeployQueue::Impl {
         if (stopped) return;
         // Coalesce: one follow-up, which reads the latest content when it starts; a forced
         // request (SIGHUP, boot, retry) is never downgraded by a plain save.
+        if (pending && pending->trigger == "watch" && r.trigger == "watch") // both named in the follow-up
+            for (const auto& what : r.changed)
+                if (pending->changed.size() < ModelWatcher::kMaxChangesKept &&
+                    std::find(pending->changed.begin(), pending->changed.end(), what) == pending->changed.end())
+                    pending->changed.push_back(what);
         if (!pending || r.force) pending = r;
         if (!ready) return;
         if (current) {
@@ -168,9 +177,10 @@ struct DeployQueue::Impl {
         startNext();
     }
 
-    std::string triggerText(const std::string& trigger) const {
+    std::string triggerText(const Request& r) const {
+        const std::string& trigger = r.trigger;
         if (trigger == "boot") return state.bootstrapped ? "at boot" : "first deployment";
-        if (trigger == "watch") return model.fileName() + " changed";
+        if (trigger == "watch") return watch::describeChanges(r.changed) + " changed";
         if (trigger == "retry") return "trying again (" + std::to_string(retries_done) + " of " + std::to_string(config.deploy.retries) + ")";
         return "asked for by SIGHUP";
     }
@@ -186,8 +196,8 @@ struct DeployQueue::Impl {
         // check and the switch read it. Later saves cannot slip into this deployment.
         auto read = model.read();
         if (!read.snapshot) {
-            if (read.error.missing) spdlog::warn("{}: {}: nothing to deploy", triggerText(r.trigger), read.error.message);
-            else spdlog::error("{}: cannot read the model: {}; nothing deployed", triggerText(r.trigger), read.error.message);
+            if (read.error.missing) spdlog::warn("{}: {}: nothing to deploy", triggerText(r), read.error.message);
+            else spdlog::error("{}: cannot read the model: {}; nothing deployed", triggerText(r), read.error.message);
             return;
         }
         const ModelSnapshot& snapshot = *read.snapshot;
@@ -202,7 +212,7 @@ struct DeployQueue::Impl {
                                    .started = StateStore::now(), .outcome = "running"};
         started = Clock::now();
         state.add(*current);
-        spdlog::info("deploy #{}: {}", current->number, triggerText(r.trigger));
+        spdlog::info("deploy #{}: {}", current->number, triggerText(r));
         if (!snapshot.insecurity.empty()) {
             if (!config.deploy.allow_insecure_model)
                 return finish("refused", std::nullopt,

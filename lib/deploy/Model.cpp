@@ -124,6 +124,17 @@ Model::Read Model::read() const {
         return std::move(out);
     };
     auto main = readRegularFile(path, kMaxModelBytes);
+    if (!main.text && main.missing()) {
+        // A folder with no link left is reachable only through a mount of it (docker -v
+        // host-folder:/etc/nixproc): removed on the host, and what was created again at its path
+        // there is out of reach until the mount is made again.
+        struct stat st {};
+        if (::stat(folder().c_str(), &st) == 0 && S_ISDIR(st.st_mode) && st.st_nlink == 0)
+            return fail(path + " does not exist: the folder " + folder() +
+                            " itself was removed (a bind mount keeps the folder it was given, not one created again "
+                            "at its path on the host); restart the container (or the init) to see the new folder",
+                        true);
+    }
     if (!main.text) return fail(path + " " + (main.missing() ? "does not exist" : main.error), main.missing());
 
     ModelSnapshot snap;

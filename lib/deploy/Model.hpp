@@ -15,7 +15,7 @@ namespace nixproc {
 // Bounds on what a model may be (PID 1 reads it into memory).
 inline constexpr std::size_t kMaxModelFiles = 1000;
 inline constexpr std::size_t kMaxModelBytes = 16 * 1024 * 1024;
-inline constexpr int kMaxModelDepth = 8; // names in a model file's path below the folder
+inline constexpr int kMaxModelDepth = 9; // names in a model file's path below the folder: 8 sub-folders and the file
 
 // Whether a sub-folder `level` folders below the model's folder (1 for services/) is read as part
 // of the model: not hidden nor an editor's (.git, #x#, x~), and within kMaxModelDepth. The reader

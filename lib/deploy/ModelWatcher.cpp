@@ -11,7 +11,10 @@
 #include <fmt/ranges.h>
 #include <optional>
 #include <spdlog/spdlog.h>
+#include <fcntl.h>
 #include <sys/inotify.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <system_error>
 #include <unistd.h>
 
@@ -33,6 +36,18 @@ std::string join(const std::string& relative, const std::string& name) {
 }
 
 } // namespace
+
+std::string describeChanges(const std::vector<std::string>& changed) {
+    if (changed.empty()) return "the model";
+    std::vector<std::string> names = changed;
+    std::sort(names.begin(), names.end());
+    names.erase(std::unique(names.begin(), names.end()), names.end());
+    std::size_t shown = std::min(names.size(), kShownChanges);
+    std::string text = fmt::format("{}", fmt::join(names.begin(), names.begin() + static_cast<std::ptrdiff_t>(shown), ", "));
+    if (names.size() > shown)
+        text += " and " + std::to_string(names.size() - shown) + (names.size() >= ModelWatcher::kMaxChangesKept ? " or more" : " more");
+    return text;
+}
 
 WatchSet::WatchSet(Folders& folders, Model model, Warn warn)
     : folders_(folders), model_(std::move(model)), warn_(std::move(warn)),
@@ -90,6 +105,66 @@ void WatchSet::rescan() {
         if (!paths.contains(id)) folders_.remove(id);
     ids_ = std::move(ids);
     paths_ = std::move(paths);
+    watchFiles();
+}
+
+void WatchSet::watchFiles() {
+    watchFile(model_.fileName());
+    for (const auto& name : model_.extra)
+        if (model_.isModelFile(name) && name.find('/') == std::string::npos) watchFile(name);
+}
+
+void WatchSet::watchFile(const std::string& name) {
+    std::string path = model_.folder() + "/" + name;
+    int before = fileIdOf(name);
+    // Watched before it is identified: a save in between is an event of the file watched.
+    // Only a regular file (a link to one, in a ConfigMap): a watch added again replaces its mask,
+    // and a folder of that name is watched as a folder.
+    std::error_code ec;
+    int id = fs::is_regular_file(path, ec) ? folders_.add(path, Folders::Role::File) : -ENOENT;
+    auto identity = id >= 0 ? folders_.identify(path) : std::nullopt;
+    if (before >= 0 && before != id) { // another file now, or none: the old one's watch goes
+        folders_.remove(before);
+        files_.erase(before);
+    }
+    if (id >= 0 && (!identity || paths_.contains(id))) { // gone since, or a folder now
+        if (!paths_.contains(id)) folders_.remove(id);
+        files_.erase(id);
+        return;
+    }
+    // Not there (its folder says when it comes), or no watch left (ENOSPC, not counted with the
+    // folders: its folder's watch still sees every save but those through a single-file mount).
+    if (id < 0) return;
+    files_[id] = WatchedFile{name, identity->dev, identity->ino};
+    if (identity->mount_root)
+        warnOnce(path + " (mounted)",
+                 path + " is a single-file bind mount: saves that write it in place (from the host or in here) are "
+                        "deployed, but a save that replaces it on the host (most editors, sed -i) is not seen through "
+                        "the mount, which keeps the old file; bind-mount the folder instead (" + model_.folder() +
+                        "), or restart after such a save");
+}
+
+std::string WatchSet::fileEvent(int id, Event::Kind kind) {
+    WatchedFile file = files_.at(id);
+    std::string path = model_.folder() + "/" + file.name;
+    if (kind == Event::Kind::Dropped) { // the file is no more (or unmounted): watch what is there now
+        files_.erase(id);
+        watchFile(file.name);
+        return "";
+    }
+    auto now = folders_.identify(path);
+    bool same = now && now->dev == file.dev && now->ino == file.ino;
+    // The name still leads to the file watched after it lost its last link, or after it was moved:
+    // only a mount keeps it there. What was saved on the host is out of reach until a restart.
+    // What is written to the old file from here still counts (the fingerprint decides).
+    if (same && (now->links == 0 || (kind == Event::Kind::Gone && now->mount_root)))
+        warnOnce(path + " (replaced)",
+                 path + " was replaced or removed on the host: this container still sees the old file through its "
+                        "single-file bind mount, so what was saved there is not deployed; restart the container (or "
+                        "the init), and bind-mount the folder " + model_.folder() + " instead, where every save is seen");
+    if (same) return kind == Event::Kind::Gone ? "" : file.name; // written in place, or chmod'ed
+    watchFile(file.name); // replaced or removed in its folder: what is there now is watched
+    return file.name;
 }
 
 WatchSet::Crawled WatchSet::crawl(const std::string& relative, Ids& ids, Paths& paths) {
@@ -124,6 +199,11 @@ WatchSet::Crawled WatchSet::crawl(const std::string& relative, Ids& ids, Paths& 
         if (auto known = paths.find(id); known != paths.end() && known->second != at) drop(known->second, ids, paths, id);
         ids[at] = id;
         paths[id] = at;
+        if (at.empty()) {
+            auto identity = folders_.identify(path);
+            folder_dev_ = identity ? identity->dev : 0;
+            folder_ino_ = identity ? identity->ino : 0;
+        }
 
         int level = levelOf(at);
         std::vector<std::string> subs;
@@ -177,11 +257,18 @@ std::string WatchSet::handle(const Event& event) {
         rescan();
         return model_.folder();
     }
+    if (files_.contains(event.id)) return fileEvent(event.id, event.kind);
     if (event.id == parent_id_) {
+        // The trust check covers the parent's mode and owner: a deployment refused for them is
+        // tried again once they change.
+        if (event.kind == Kind::Self) return model_.folder();
         if (event.kind == Kind::Dropped) parent_id_ = -1;
         if (event.name != folder_name_) return "";
-        if (event.kind == Kind::FolderAttrib) // chmod'ed: as a sub-folder's, below
-            return crawl("", ids_, paths_).found_new ? model_.folder() : "";
+        if (event.kind == Kind::FolderAttrib) { // chmod'ed: may be readable now, as a sub-folder's below
+            crawl("", ids_, paths_);
+            watchFiles();
+            return model_.folder(); // ...and the trust check covers it
+        }
         rescan(); // the model's folder came or went: watch what is there now
         return model_.folder();
     }
@@ -190,7 +277,13 @@ std::string WatchSet::handle(const Event& event) {
     std::string at = known->second;
     int level = levelOf(at);
     switch (event.kind) {
+    case Kind::Self: // the folder's own mode or owner: the trust check covers the model's folder
+        return at.empty() ? model_.folder() : "";
     case Kind::Entry:
+        if (level == 0 && (event.name == model_.fileName() ||
+                           std::find(model_.extra.begin(), model_.extra.end(), event.name) != model_.extra.end()) &&
+            model_.isModelFile(event.name))
+            watchFile(event.name); // created, or replaced: its watch follows the name
         if (level == 0 && (event.name == kConfigMapData || model_.isModelFile(event.name))) return event.name;
         if (level > 0 && event.name.ends_with(".nix") && model_.isModelFile(event.name)) return join(at, event.name);
         return "";
@@ -216,6 +309,19 @@ std::string WatchSet::handle(const Event& event) {
         return sub + "/";
     }
     case Kind::Gone:
+        if (at.empty()) {
+            // Moved on the host while bind-mounted here: the mount keeps it (and its watch) at its
+            // path, and what is created at the host's path is out of reach until a restart.
+            auto now = folders_.identify(model_.folder());
+            if (now && now->mount_root && now->dev == folder_dev_ && now->ino == folder_ino_) {
+                warnOnce(model_.folder() + " (moved)",
+                         "the folder " + model_.folder() + " was moved or removed on the host: this container still "
+                         "sees the old folder through its bind mount, and saves at its old path on the host are not "
+                         "seen; restart the container (or the init)");
+                return "";
+            }
+        }
+        [[fallthrough]];
     case Kind::Dropped:
         drop(at, ids_, paths_);
         return at.empty() ? model_.folder() : at + "/";
@@ -238,6 +344,19 @@ std::vector<std::string> WatchSet::watched() const {
     std::vector<std::string> out;
     for (const auto& [relative, id] : ids_) out.push_back(relative);
     return out;
+}
+
+std::vector<std::string> WatchSet::watchedFiles() const {
+    std::vector<std::string> out;
+    for (const auto& [id, file] : files_) out.push_back(file.name);
+    std::sort(out.begin(), out.end());
+    return out;
+}
+
+int WatchSet::fileIdOf(const std::string& name) const {
+    for (const auto& [id, file] : files_)
+        if (file.name == name) return id;
+    return -1;
 }
 
 int WatchSet::idOf(const std::string& relative) const {
@@ -266,8 +385,10 @@ namespace {
 
 constexpr uint32_t kFolderEvents = IN_CLOSE_WRITE | IN_MODIFY | IN_ATTRIB | IN_CREATE | IN_DELETE | IN_MOVED_FROM |
                                    IN_MOVED_TO | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR;
-// IN_ATTRIB: the model's folder made readable (chmod) after its watch failed.
+// IN_ATTRIB: the model's folder made readable (chmod) after its watch failed; the parent's own.
 constexpr uint32_t kParentEvents = IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_ATTRIB | IN_ONLYDIR;
+// A model file's own: written in place, chmod'ed, its link count changed (replaced or removed).
+constexpr uint32_t kFileEvents = IN_MODIFY | IN_CLOSE_WRITE | IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF;
 
 // The OS adapter: inotify watches, and their events as watch::Event.
 class Inotify final : public watch::Folders {
@@ -279,12 +400,28 @@ public:
     }
 
     int add(const std::string& path, Role role) override {
-        uint32_t mask = role == Role::Parent ? kParentEvents : role == Role::Model ? kFolderEvents : kFolderEvents | IN_DONT_FOLLOW;
+        uint32_t mask = role == Role::Parent ? kParentEvents
+                        : role == Role::Model ? kFolderEvents
+                        : role == Role::File  ? kFileEvents
+                                              : kFolderEvents | IN_DONT_FOLLOW;
         int wd = ::inotify_add_watch(fd.native_handle(), path.c_str(), mask);
         return wd >= 0 ? wd : -errno;
     }
 
     void remove(int id) override { ::inotify_rm_watch(fd.native_handle(), id); } // EINVAL if the kernel dropped it
+
+    std::optional<Identity> identify(const std::string& path) override {
+        struct statx stx {};
+        if (::statx(AT_FDCWD, path.c_str(), 0, STATX_BASIC_STATS, &stx) != 0) return std::nullopt;
+        Identity id{makedev(stx.stx_dev_major, stx.stx_dev_minor), stx.stx_ino, stx.stx_nlink, false};
+        if (stx.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT) {
+            id.mount_root = stx.stx_attributes & STATX_ATTR_MOUNT_ROOT;
+        } else { // before Linux 5.8: a mount from another file system at least
+            struct stat folder {};
+            id.mount_root = ::stat(fs::path(path).parent_path().c_str(), &folder) == 0 && folder.st_dev != id.dev;
+        }
+        return id;
+    }
 
     // Reads every event queued, in order; returns when none is left.
     template <typename Each>
@@ -309,7 +446,8 @@ private:
         if (e.mask & IN_Q_OVERFLOW) return watch::Event{Kind::Overflow, -1, ""};
         if (e.mask & IN_IGNORED) return watch::Event{Kind::Dropped, e.wd, ""};
         if (e.mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_UNMOUNT)) return watch::Event{Kind::Gone, e.wd, ""};
-        if (name.empty()) return std::nullopt; // the folder's own attributes
+        // The watched folder's or file's own: attributes, or a file written.
+        if (name.empty()) return e.mask & (IN_ATTRIB | IN_MODIFY | IN_CLOSE_WRITE) ? std::optional(watch::Event{Kind::Self, e.wd, ""}) : std::nullopt;
         if (e.mask & IN_ISDIR) {
             if (e.mask & (IN_CREATE | IN_MOVED_TO)) return watch::Event{Kind::FolderIn, e.wd, name};
             if (e.mask & (IN_DELETE | IN_MOVED_FROM)) return watch::Event{Kind::FolderOut, e.wd, name};
@@ -328,11 +466,18 @@ struct ModelWatcher::Impl : std::enable_shared_from_this<Impl> {
     static constexpr std::size_t kMaxShown = 16; // names logged per wake-up (a storm of saves is one restart)
     Inotify os;
     watch::WatchSet set;
+    // What changed since the quiet period began: handed to `changed` when it ends.
+    std::shared_ptr<std::vector<std::string>> changes = std::make_shared<std::vector<std::string>>();
     watch::QuietPeriod quiet;
 
     Impl(boost::asio::io_context& io, Model model, std::chrono::milliseconds debounce, Changed changed)
         : os(io), set(os, std::move(model), [](const std::string& message) { spdlog::warn("{}", message); }),
-          quiet(io, debounce, std::move(changed)) {
+          quiet(io, debounce, [changes = changes, changed = std::move(changed)] {
+              std::vector<std::string> what = std::move(*changes);
+              changes->clear();
+              std::sort(what.begin(), what.end());
+              changed(what);
+          }) {
         set.start();
     }
 
@@ -357,7 +502,11 @@ struct ModelWatcher::Impl : std::enable_shared_from_this<Impl> {
     }
 
     void restartQuietPeriod(const std::vector<std::string>& saved) {
-        for (const auto& what : saved) spdlog::debug("{} saved: deploying after {} ms of quiet", what, quiet.quiet().count());
+        for (const auto& what : saved) {
+            spdlog::debug("{} saved: deploying after {} ms of quiet", what, quiet.quiet().count());
+            if (changes->size() < kMaxChangesKept && std::find(changes->begin(), changes->end(), what) == changes->end())
+                changes->push_back(what);
+        }
         quiet.restart();
     }
 };

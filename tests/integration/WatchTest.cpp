@@ -25,6 +25,7 @@ struct Watched {
     std::unique_ptr<Child> init;
     std::vector<std::string> outside; // runs `unshare --pid ...` (argv prefix): a user namespace
     std::vector<std::string> as;      // runs the init inside the PID namespace (argv prefix): setpriv
+    std::pair<std::string, std::string> bind; // source bind-mounted over target in the init's mount namespace
 
     Watched() { put("processes.nix", "{ main = 1; }\n"); }
 
@@ -52,7 +53,8 @@ struct Watched {
         std::vector<std::string> command = as;
         command.insert(command.end(), {initBinary(), "-c", yaml});
         std::vector<std::string> argv = outside;
-        for (auto& arg : inPidNamespace(command)) argv.push_back(std::move(arg));
+        auto inside = bind.first.empty() ? inPidNamespace(command) : inPidNamespaceWithBind(bind.first, bind.second, command);
+        for (auto& arg : inside) argv.push_back(std::move(arg));
         init = std::make_unique<Child>(argv);
     }
 
@@ -78,6 +80,12 @@ struct Watched {
         REQUIRE(done(n));
         CHECK(records().size() == static_cast<std::size_t>(n));
         CHECK_THAT(records().back(), Catch::Contains("processes.nix={ sentinel = " + std::to_string(n) + "; }"));
+    }
+
+    // Runs `script` with /bin/sh in the init's mount namespace (where `bind` is mounted).
+    void inside(const std::string& script) const {
+        Child sh({"nsenter", "--target", std::to_string(namespaceInit(init->pid())), "--mount", "/bin/sh", "-c", script});
+        REQUIRE(sh.wait(20s) == 0);
     }
 
     void stop() {
@@ -316,5 +324,104 @@ TEST_CASE("a sub-folder that could not be read when it came is watched once it i
     CHECK_THAT(w.records().back(), Catch::Contains("services/locked/replicas/r.nix={ r = 2; }"));
     w.sentinel(5);
     CHECK(count(w.init->stderrText(), "cannot watch") == 1);
+    w.stop();
+}
+
+// A save as sed -i does it: a temporary file in the same folder renamed over `path`.
+static void replaceFile(const std::string& path, const std::string& text) {
+    std::string temp = fs::path(path).parent_path().string() + "/sedAbC123";
+    std::ofstream(temp) << text;
+    fs::rename(temp, path);
+}
+
+TEST_CASE("a model bind-mounted as a single file deploys writes in place from outside and inside, and says a replacing save is not seen", "[watch]") {
+    Watched w;
+    // The host's file, mounted over the model's file: its events go to the host folder's watch,
+    // never to the model folder's.
+    std::string host = w.t.write("host/processes.nix", "{ host = 1; }\n");
+    w.bind = {host, w.folder + "/processes.nix"};
+    w.start();
+    REQUIRE(w.done(1));
+    CHECK_THAT(w.records().back(), Catch::Contains("processes.nix={ host = 1; }"));
+    std::string mounted = w.folder + "/processes.nix is a single-file bind mount";
+    REQUIRE(w.init->expectLog(mounted));
+    // Written in place on the host (the same inode).
+    std::ofstream(host, std::ios::trunc) << "{ host = 2; }\n";
+    REQUIRE(w.done(2));
+    CHECK_THAT(w.records().back(), Catch::Contains("processes.nix={ host = 2; }"));
+    // Appended to from inside the init's mount namespace.
+    w.inside("echo '# inside' >> " + w.folder + "/processes.nix");
+    REQUIRE(w.done(3));
+    CHECK_THAT(w.records().back(), Catch::Contains("processes.nix={ host = 2; } # inside"));
+    // Replaced on the host: the mount still shows the old file, now unlinked. One warning says so.
+    replaceFile(host, "{ host = 3; }\n");
+    std::string replaced = w.folder + "/processes.nix was replaced or removed on the host";
+    REQUIRE(w.init->expectLog(replaced));
+    CHECK_THAT(w.init->stderrText(), Catch::Contains("restart"));
+    replaceFile(host, "{ host = 4; }\n"); // the old file is not touched again: no event, no second line
+    w.put("ids.nix", "{ }\n");            // a barrier: its save is read after anything the replace gave
+    REQUIRE(w.done(4));
+    CHECK(count(w.init->stderrText(), replaced) == 1);
+    CHECK(count(w.init->stderrText(), mounted) == 1);
+    CHECK_THAT(w.records().back(), Catch::Contains("processes.nix={ host = 2; } # inside"));
+    w.stop();
+}
+
+TEST_CASE("after a refusal for the folder's mode, fixing the mode of the model's folder deploys", "[watch]") {
+    Watched w;
+    w.start();
+    REQUIRE(w.done(1));
+    REQUIRE(::chmod(w.folder.c_str(), 0777) == 0);
+    w.put("processes.nix", "{ main = 2; }\n");
+    REQUIRE(w.init->expectLog("deploy #2: refused", 30s));
+    REQUIRE(::chmod(w.folder.c_str(), 0755) == 0);
+    REQUIRE(w.done(3));
+    CHECK_THAT(w.records().back(), Catch::Contains("processes.nix={ main = 2; }"));
+    // The parent folder's mode is checked too, and watched.
+    std::string parent = fs::path(w.folder).parent_path().string();
+    REQUIRE(::chmod(parent.c_str(), 0777) == 0);
+    w.put("processes.nix", "{ main = 4; }\n");
+    REQUIRE(w.init->expectLog("deploy #4: refused", 30s));
+    REQUIRE(::chmod(parent.c_str(), 0755) == 0);
+    REQUIRE(w.done(5));
+    w.stop();
+}
+
+TEST_CASE("a deployment names the files whose saves it deploys", "[watch]") {
+    Watched w;
+    w.put("services/web.nix", "{ port = 1; }\n");
+    w.start();
+    REQUIRE(w.done(1));
+    w.put("ids.nix", "{ }\n");
+    REQUIRE(w.done(2));
+    CHECK_THAT(w.init->stderrText(), Catch::Contains("deploy #2: ids.nix changed"));
+    // Saved while the init is frozen: read at once, in one quiet period.
+    pid_t pid = namespaceInit(w.init->pid());
+    REQUIRE(::kill(pid, SIGSTOP) == 0);
+    w.put("services/web.nix", "{ port = 2; }\n");
+    w.put("processes.nix", "{ main = 3; }\n");
+    REQUIRE(::kill(pid, SIGCONT) == 0);
+    REQUIRE(w.done(3));
+    CHECK_THAT(w.init->stderrText(), Catch::Contains("deploy #3: processes.nix, services/web.nix changed"));
+    REQUIRE(::kill(pid, SIGSTOP) == 0);
+    for (const char* name : {"a.nix", "b.nix", "c.nix", "d.nix", "e.nix"}) w.put(name, "{ }\n");
+    REQUIRE(::kill(pid, SIGCONT) == 0);
+    REQUIRE(w.done(4));
+    CHECK_THAT(w.init->stderrText(), Catch::Contains("deploy #4: a.nix, b.nix, c.nix and 2 more changed"));
+    w.stop();
+}
+
+TEST_CASE("a bind-mounted model folder removed on the host is said to be removed, and that a restart is needed", "[watch]") {
+    Watched w;
+    std::string host = w.t / "host";
+    w.t.write("host/processes.nix", "{ host = 1; }\n");
+    w.bind = {host, w.folder};
+    w.start();
+    REQUIRE(w.done(1));
+    // Removed and created again on the host: the mount keeps the removed folder.
+    fs::remove_all(host);
+    w.t.write("host/processes.nix", "{ host = 2; }\n");
+    REQUIRE(w.init->expectLog("processes.nix does not exist: the folder " + w.folder + " itself was removed", 30s));
+    CHECK_THAT(w.init->stderrText(), Catch::Contains("restart"));
     w.stop();
 }

@@ -11,7 +11,10 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <set>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 using namespace nixproc;
 using namespace std::chrono_literals;
@@ -28,18 +31,28 @@ struct FakeFolders : watch::Folders {
     std::map<std::string, int> refuse; // path → the errno inotify_add_watch gives for it (EACCES)
     std::size_t max_watches = SIZE_MAX; // beyond it a new watch fails with ENOSPC, as inotify's limit
 
+    std::set<std::string> mounts;              // paths that are mount points
+    std::map<std::string, Identity> unlinked;  // path → what it leads to: a file removed, kept by a mount
+
     int add(const std::string& path, Role role) override {
         if (auto it = refuse.find(path); it != refuse.end()) return -it->second;
         struct stat st {};
         // A sub-folder is never followed: a symlink is not a folder then (IN_DONT_FOLLOW|IN_ONLYDIR).
         int rc = role == Role::Sub ? ::lstat(path.c_str(), &st) : ::stat(path.c_str(), &st);
         if (rc != 0) return -errno;
-        if (!S_ISDIR(st.st_mode)) return -ENOTDIR;
+        if (auto it = unlinked.find(path); it != unlinked.end()) st.st_dev = it->second.dev, st.st_ino = it->second.ino;
+        if (role != Role::File && !S_ISDIR(st.st_mode)) return -ENOTDIR;
         if (!by_inode.contains({st.st_dev, st.st_ino}) && live.size() >= max_watches) return -ENOSPC;
         auto [it, added] = by_inode.try_emplace({st.st_dev, st.st_ino}, next);
         if (added) ++next;
         live[it->second] = path;
         return it->second;
+    }
+    std::optional<Identity> identify(const std::string& path) override {
+        if (auto it = unlinked.find(path); it != unlinked.end()) return it->second;
+        struct stat st {};
+        if (::stat(path.c_str(), &st) != 0) return std::nullopt;
+        return Identity{st.st_dev, st.st_ino, st.st_nlink, mounts.contains(path)};
     }
     void remove(int id) override {
         removed.push_back(id);
@@ -77,10 +90,17 @@ struct Tree {
     // What the OS watches is what the set says it watches.
     void consistent() const {
         std::vector<std::string> paths;
-        for (const auto& [id, path] : os.live)
-            if (id != set->parentId()) paths.push_back(path == folder ? "" : path.substr(folder.size() + 1));
+        std::vector<std::string> files;
+        for (const auto& [id, path] : os.live) {
+            if (id == set->parentId()) continue;
+            std::string relative = path == folder ? "" : path.substr(folder.size() + 1);
+            bool file = fs::is_regular_file(path) || os.unlinked.contains(path);
+            (file ? files : paths).push_back(relative);
+        }
         std::sort(paths.begin(), paths.end());
+        std::sort(files.begin(), files.end());
         CHECK(paths == watched());
+        CHECK(files == set->watchedFiles());
     }
 };
 
@@ -216,7 +236,7 @@ TEST_CASE("a folder deeper than the bound is not watched, and one warning names 
     t.put(too_deep + "/no.nix");
     t.put(too_deep + "/d9/no.nix");
     t.start();
-    CHECK(t.watched().size() == static_cast<std::size_t>(kMaxModelDepth)); // "" and d1 ... d7
+    CHECK(t.watched().size() == static_cast<std::size_t>(kMaxModelDepth)); // "" and d1 ... d8
     CHECK(t.watched().back() == deepest);
     REQUIRE(t.warnings.size() == 1);
     CHECK_THAT(t.warnings[0], Catch::StartsWith(t.folder + "/" + too_deep + ": not watched, more than " +
@@ -240,7 +260,7 @@ TEST_CASE("more folders than the bound: what fits is watched, and one warning na
     for (std::size_t i = 0; i < kMaxModelFiles + 10; ++i) t.mkdir("many/" + std::to_string(100000 + i));
     t.start();
     CHECK(t.watched().size() == kMaxModelFiles);
-    CHECK(t.os.live.size() == kMaxModelFiles + 1); // and the parent
+    CHECK(t.os.live.size() == kMaxModelFiles + 2); // and the parent, and processes.nix itself
     REQUIRE(t.warnings.size() == 1);
     // Breadth first, by name: "", many, and the first 998 of its sub-folders.
     std::string first_out = t.folder + "/many/" + std::to_string(100000 + kMaxModelFiles - 2);
@@ -358,8 +378,9 @@ TEST_CASE("the model's folder that could not be watched is watched when its mode
     t.os.refuse.clear();
     CHECK(t.set->handle({Kind::FolderAttrib, t.set->parentId(), "nixproc"}) == t.folder);
     CHECK(t.watched() == Paths{"", "services"});
-    // Watched already: a chmod changes nothing of the model.
-    CHECK(t.set->handle({Kind::FolderAttrib, t.set->parentId(), "nixproc"}).empty());
+    // Watched already: a chmod still counts (the trust check covers the folder: a deployment refused
+    // for its mode is tried again), and the watches stay.
+    CHECK(t.set->handle({Kind::FolderAttrib, t.set->parentId(), "nixproc"}) == t.folder);
     CHECK(t.set->handle({Kind::FolderAttrib, t.set->parentId(), "other"}).empty());
     CHECK(t.watched() == Paths{"", "services"});
     CHECK(t.os.removed.empty());
@@ -435,4 +456,153 @@ TEST_CASE("a quiet period's end already queued when it restarts does not call ea
     io.run_for(10s); // returns once every timer has run
     CHECK(calls == 1);
     CHECK_FALSE(quiet.settling());
+}
+
+TEST_CASE("files eight folders deep are part of the model, as the README says, and the warning names the ninth", "[watch]") {
+    Tree t;
+    t.put(deep(8) + "/ok.nix");
+    t.put(deep(9) + "/no.nix");
+    t.start();
+    CHECK(t.watched().back() == deep(8));
+    REQUIRE(t.warnings.size() == 1);
+    CHECK_THAT(t.warnings[0], Catch::StartsWith(t.folder + "/" + deep(9) + ": not watched, more than 8 folders below " + t.folder));
+    auto read = Model{t.folder + "/processes.nix", {}}.read();
+    REQUIRE(read.snapshot);
+    CHECK(read.snapshot->files.size() == 2); // processes.nix and d1/.../d8/ok.nix
+}
+
+TEST_CASE("the model file and the extra files there are watched themselves, and their own events count", "[watch]") {
+    Tree t;
+    t.put("services/web.nix");
+    t.start();
+    CHECK(t.set->watchedFiles() == Paths{"processes.nix"}); // ids.json is not there
+    CHECK(t.warnings.empty());
+    t.consistent();
+    // Written in place where only the file's own watch sees it (a single-file bind mount).
+    CHECK(t.set->handle({Kind::Self, t.set->fileIdOf("processes.nix"), ""}) == "processes.nix");
+    // An extra file created later is watched once its folder says it came.
+    t.put("ids.json", "{}");
+    CHECK(t.event(Kind::Entry, "", "ids.json") == "ids.json");
+    CHECK(t.set->watchedFiles() == Paths{"ids.json", "processes.nix"});
+    CHECK(t.set->handle({Kind::Self, t.set->fileIdOf("ids.json"), ""}) == "ids.json");
+    // Replaced in its folder (sed -i): the old file's link count dropped; the new one is watched.
+    int old_id = t.set->fileIdOf("processes.nix");
+    t.put("sedXyZ", "{ new = 1; }");
+    fs::rename(t.folder + "/sedXyZ", t.folder + "/processes.nix");
+    CHECK(t.set->handle({Kind::Self, old_id, ""}) == "processes.nix");
+    CHECK(t.set->fileIdOf("processes.nix") != old_id);
+    CHECK(t.set->fileIdOf("processes.nix") >= 0);
+    CHECK(std::find(t.os.removed.begin(), t.os.removed.end(), old_id) != t.os.removed.end());
+    CHECK(t.set->handle({Kind::Dropped, old_id, ""}).empty()); // its last event
+    // Removed: no longer watched, and the removal counts.
+    int ids = t.set->fileIdOf("ids.json");
+    fs::remove(t.folder + "/ids.json");
+    CHECK(t.set->handle({Kind::Gone, ids, ""}) == "ids.json");
+    CHECK(t.set->fileIdOf("ids.json") == -1);
+    CHECK(t.warnings.empty());
+    t.consistent();
+}
+
+TEST_CASE("a model file that is a mount point is named at start in one warning", "[watch]") {
+    Tree t;
+    t.put("ids.json", "{}");
+    t.os.mounts.insert(t.folder + "/processes.nix");
+    t.start();
+    CHECK(t.set->watchedFiles() == Paths{"ids.json", "processes.nix"});
+    REQUIRE(t.warnings.size() == 1);
+    CHECK_THAT(t.warnings[0], Catch::StartsWith(t.folder + "/processes.nix is a single-file bind mount") &&
+                                  Catch::Contains("sed -i") && Catch::Contains("bind-mount the folder"));
+    // Crawled again (an overflow): not said again.
+    CHECK(t.set->handle({Kind::Overflow, -1, ""}) == t.folder);
+    CHECK(t.warnings.size() == 2);
+    t.consistent();
+}
+
+TEST_CASE("a mounted model file replaced on the host gives one warning, and what is written to the old file still counts", "[watch]") {
+    Tree t;
+    t.os.mounts.insert(t.folder + "/processes.nix");
+    t.start();
+    REQUIRE(t.warnings.size() == 1);
+    int id = t.set->fileIdOf("processes.nix");
+    // The path still leads to the file watched, now with no link: the mount keeps it.
+    auto was = t.os.identify(t.folder + "/processes.nix");
+    REQUIRE(was);
+    t.os.unlinked[t.folder + "/processes.nix"] = {was->dev, was->ino, 0, true};
+    // Its link count dropped: the fingerprint says it is unchanged (what the init sees is).
+    CHECK(t.set->handle({Kind::Self, id, ""}) == "processes.nix");
+    REQUIRE(t.warnings.size() == 2);
+    CHECK_THAT(t.warnings[1], Catch::StartsWith(t.folder + "/processes.nix was replaced or removed on the host") &&
+                                  Catch::Contains("still sees the old file") && Catch::Contains("restart"));
+    // Written to from inside afterwards: a change, and no second warning.
+    CHECK(t.set->handle({Kind::Self, id, ""}) == "processes.nix");
+    CHECK(t.set->handle({Kind::Gone, id, ""}).empty());
+    CHECK(t.warnings.size() == 2);
+    CHECK(t.set->fileIdOf("processes.nix") == id);
+    // Moved away on the host (the link count stays): the same, once.
+    Tree u;
+    u.os.mounts.insert(u.folder + "/processes.nix");
+    u.start();
+    CHECK(u.set->handle({Kind::Gone, u.set->fileIdOf("processes.nix"), ""}).empty());
+    REQUIRE(u.warnings.size() == 2);
+    CHECK_THAT(u.warnings[1], Catch::StartsWith(u.folder + "/processes.nix was replaced or removed on the host"));
+}
+
+TEST_CASE("a mounted model folder moved away on the host gives one warning and stays watched", "[watch]") {
+    Tree t;
+    t.os.mounts.insert(t.folder);
+    t.start();
+    CHECK(t.warnings.empty());
+    int root = t.set->idOf("");
+    CHECK(t.set->handle({Kind::Gone, root, ""}).empty());
+    REQUIRE(t.warnings.size() == 1);
+    CHECK_THAT(t.warnings[0], Catch::StartsWith("the folder " + t.folder + " was moved or removed on the host") &&
+                                  Catch::Contains("restart"));
+    CHECK(t.set->idOf("") == root);
+    CHECK(t.event(Kind::Entry, "", "processes.nix") == "processes.nix"); // saves in it, from here, still count
+    CHECK(t.set->handle({Kind::Gone, root, ""}).empty());
+    CHECK(t.warnings.size() == 1);
+    t.consistent();
+}
+
+TEST_CASE("a change of the mode or owner of the model's folder or of its parent counts, not of a sub-folder itself", "[watch]") {
+    Tree t;
+    t.put("services/web.nix");
+    t.start();
+    CHECK(t.set->handle({Kind::Self, t.set->idOf(""), ""}) == t.folder);
+    CHECK(t.set->handle({Kind::Self, t.set->parentId(), ""}) == t.folder);
+    CHECK(t.set->handle({Kind::FolderAttrib, t.set->parentId(), "nixproc"}) == t.folder);
+    CHECK(t.set->handle({Kind::FolderAttrib, t.set->parentId(), "other"}).empty());
+    CHECK(t.set->handle({Kind::Self, t.set->idOf("services"), ""}).empty());
+    CHECK(t.os.removed.empty());
+    t.consistent();
+}
+
+TEST_CASE("what changed is named: sorted, the first three and how many more", "[watch]") {
+    CHECK(watch::describeChanges({}) == "the model");
+    CHECK(watch::describeChanges({"processes.nix"}) == "processes.nix");
+    CHECK(watch::describeChanges({"processes.nix", "ids.nix"}) == "ids.nix, processes.nix");
+    CHECK(watch::describeChanges({"e.nix", "d.nix", "c.nix", "b.nix", "a.nix"}) == "a.nix, b.nix, c.nix and 2 more");
+    CHECK(watch::describeChanges({"services/db/", "/etc/nixproc"}) == "/etc/nixproc, services/db/");
+    std::vector<std::string> many;
+    for (std::size_t i = 0; i < ModelWatcher::kMaxChangesKept; ++i) many.push_back("f" + std::to_string(100 + i) + ".nix");
+    CHECK(watch::describeChanges(many) == "f100.nix, f101.nix, f102.nix and " + std::to_string(many.size() - 3) + " or more");
+}
+
+TEST_CASE("a model whose folder was removed while still reachable says so, and that a restart is needed", "[watch]") {
+    Scratch s;
+    std::string folder = s.dir + "/gone";
+    fs::create_directories(folder);
+    // Reachable through a descriptor after its removal, as through a bind mount of it.
+    int fd = ::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    REQUIRE(fd >= 0);
+    fs::remove(folder);
+    auto read = Model{"/proc/self/fd/" + std::to_string(fd) + "/processes.nix", {}}.read();
+    ::close(fd);
+    REQUIRE_FALSE(read.snapshot);
+    CHECK(read.error.missing);
+    CHECK_THAT(read.error.message, Catch::Contains("processes.nix does not exist: the folder /proc/self/fd/") &&
+                                       Catch::Contains("itself was removed") && Catch::Contains("restart"));
+    // A folder that is there, without the file: as before.
+    auto plain = Model{s.dir + "/processes.nix", {}}.read();
+    CHECK(plain.error.message == s.dir + "/processes.nix does not exist");
 }
