@@ -50,10 +50,17 @@ stamp=$( { echo "$recipe $release"; echo "$sources"; echo "$mirror"; echo "$buil
 
 log() { echo "build-images.sh: $*" >&2; }
 
-# A hard limit of this shell as podman's --ulimit takes it (SOFT:HARD, -1 unlimited), from
-# /proc/self/limits: `ulimit` has no portable option for processes (dash's -p is bash's pipe size).
-hard_limit() {
-    awk -v name="$1" 'index($0, name) == 1 { h = ($(NF-1) == "unlimited") ? -1 : $(NF-1); print h ":" h }' /proc/self/limits
+# podman's --ulimit flags where root may not raise a limit (no CAP_SYS_RESOURCE, as on this
+# project's machines): podman's defaults for root are above the hard limits, and every RUN step and
+# run fails with "error setting rlimit". Open files: this shell's hard limit. Processes: that, but
+# at most kernel.pid_max, to which podman lowers its own limit before it starts the runtime.
+# From /proc/self/limits, as `ulimit` has no portable option for processes.
+podman_limits() {
+    awk -v pid_max="$(cat /proc/sys/kernel/pid_max)" '
+        function hard(v) { return v == "unlimited" ? -1 : v + 0 }
+        /^Max open files/ { files = hard($(NF-1)) }
+        /^Max processes/  { procs = hard($(NF-1)); if (procs < 0 || procs > pid_max) procs = pid_max }
+        END { printf "--ulimit nofile=%d:%d --ulimit nproc=%d:%d\n", files, files, procs, procs }' /proc/self/limits
 }
 
 # Installs PACKAGES into the root file system DIR from its own apt sources.
@@ -138,10 +145,8 @@ for variant in base build demo; do
     import_base_image "$variant"
 done
 version=$(sed -n 's/^project(nixproc-init VERSION \([0-9.]*\).*/\1/p' "$source_dir/CMakeLists.txt")
-# podman's default limits for root's containers are above what some hosts let root set (its
-# RUN steps then fail with "error setting rlimit"): the shell's own hard limits.
 limits=""
-[ "$engine" = podman ] && limits="--ulimit nofile=$(hard_limit 'Max open files') --ulimit nproc=$(hard_limit 'Max processes')"
+[ "$engine" = podman ] && limits=$(podman_limits)
 for target in init demo; do
     started=$(date +%s)
     log "$engine build --target $target"
