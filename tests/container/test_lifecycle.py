@@ -3,6 +3,7 @@
 ignores SIGTERM), `start` again, `pause`/`unpause` in the middle of a debounce, `kill -s HUP`.
    test_lifecycle.py ENGINE STATE SCENARIO"""
 import datetime
+import os
 import re
 import signal
 import subprocess
@@ -115,7 +116,7 @@ def stop(engine, checks):
     checks.timing("stop: SIGTERM → the init exits (its log)", own)
     # supervisord acts on a signal when its loop next wakes (once a second), and sees its programs
     # gone at the wake after: 1 to 2 s.
-    checks.check(own < 4, f"the init exited {own:.1f} s after the SIGTERM: supervisord stopped the services at once")
+    checks.check(own < 5, f"the init exited {own:.1f} s after the SIGTERM: supervisord stopped the services at once")
     checks.check(took < INIT_GRACE_S, f"stop took {took:.1f} s: within the init's grace (nothing held it up)")
     checks.check(any("SIGTERM received: stopping (grace 8 s)" in line for line in log),
                  "the log shows the init took the engine's SIGTERM as a stop, with its 8 s grace")
@@ -137,9 +138,14 @@ def check_stop_outlasting_term(checks, demo, what):
     before the engine's; the exit status stays the init's 0."""
     took = timed_stop(checks, demo)
     checks.timing(f"stop with {what} ignoring SIGTERM", took)
-    checks.check(took < ENGINE_GRACE_S, f"stop took {took:.1f} s: under the engine's {ENGINE_GRACE_S} s")
-    checks.check(took >= INIT_GRACE_S - 0.5, f"stop took {took:.1f} s: the init gave the leftover its {INIT_GRACE_S} s grace")
     log = check_clean_exit(checks, demo)
+    own = init_stop_seconds(log)
+    checks.timing(f"stop with {what} ignoring SIGTERM: SIGTERM → the init exits (its log)", own)
+    checks.check(INIT_GRACE_S - 0.5 <= own < INIT_GRACE_S + 1,
+                 f"the init exited {own:.1f} s after the SIGTERM: it gave the leftover its {INIT_GRACE_S} s grace, then no more")
+    # The exit status 0 above says the engine's SIGKILL never came (it would be 137). The engine's
+    # own work around the stop (podman's clean-up: up to 1.5 s here under load) comes on top.
+    checks.check(took < ENGINE_GRACE_S + 2, f"stop took {took:.1f} s: the engine's {ENGINE_GRACE_S} s and its own clean-up")
     checks.check(any("stopping the processes left behind" in line for line in log),
                  "the log shows the init asked what was left behind to stop")
     checks.check(any(f"grace of {INIT_GRACE_S} s is over: SIGKILL to everything left" in line for line in log),
@@ -182,7 +188,34 @@ def stop_exec_term_handled(engine, checks):
                  "the exec'd worker got SIGTERM and stopped on its own before the init exited")
     own = init_stop_seconds(log)
     checks.timing("stop with an exec'd worker: SIGTERM → the init exits (its log)", own)
-    checks.check(own < 4, f"the init exited {own:.1f} s after the SIGTERM: as soon as the worker was gone, not after its grace")
+    checks.check(own < 5, f"the init exited {own:.1f} s after the SIGTERM: as soon as the worker was gone, not after its grace")
+
+
+def stop_exec_shell(engine, checks):
+    demo = start_demo(checks, "stopshell")
+    # `docker exec -it NAME bash` left open in a terminal while the container is stopped: an
+    # interactive bash ignores SIGTERM, and ends on SIGHUP (its terminal hanging up).
+    controller, terminal = os.openpty()
+    shell = subprocess.Popen(engine.command("exec", "-it", demo.name, "bash"), env=engine.env, stdin=terminal,
+                             stdout=terminal, stderr=terminal, start_new_session=True)
+    os.close(terminal)
+    try:
+        wait_until(lambda: demo.exec("pgrep", "-x", "bash", check=False).returncode == 0, 20, "the exec'd bash started")
+        took = timed_stop(checks, demo)
+        checks.timing("stop with an exec -it bash open", took)
+        log = check_clean_exit(checks, demo)
+        own = init_stop_seconds(log)
+        checks.timing("stop with an exec -it bash open: SIGTERM → the init exits (its log)", own)
+        checks.check(own < 5, f"the init exited {own:.1f} s after the SIGTERM: the shell ended on the SIGHUP that "
+                              "followed, without the grace")
+        checks.check(not any("grace of" in line and "is over" in line for line in log), "nothing needed a SIGKILL")
+        ended = shell.wait(timeout=30)
+        checks.check(ended is not None, f"the exec -it client ended (status {ended})")
+    finally:
+        if shell.poll() is None:
+            shell.kill()
+            shell.wait()
+        os.close(controller)
 
 
 def start_again(engine, checks):
@@ -302,6 +335,7 @@ containers.main({
     "stop-exec-term-ignored": stop_exec_term_ignored,
     "stop-orphan-term-ignored": stop_orphan_term_ignored,
     "stop-exec-term-handled": stop_exec_term_handled,
+    "stop-exec-shell": stop_exec_shell,
     "start-again": start_again,
     "pause-in-debounce": pause_in_debounce,
     "hup-redeploys": hup_redeploys,
