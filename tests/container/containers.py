@@ -20,6 +20,18 @@ from engine import Engine  # noqa: E402
 
 DEMO_IMAGE = "nixproc-demo:latest"
 INIT_IMAGE = "nixproc-init:latest"
+FIRST_DEPLOYMENT_S = 120
+
+# The edit of README's walk-through, as one `sed -i` (GNU sed: a temp file renamed over the model):
+# webapp2 before nginx, and nginx routing webapp2.local to it.
+ADD_WEBAPP2 = [
+    "sed", "-i",
+    "-e", r"/^  nginx = rec {/i\  webapp2 = rec {\n    port = ids.webappPorts.webapp2 or 0;\n"
+          r"    dnsName = \"webapp2.local\";\n"
+          r"    pkg = constructors.webapp { inherit port; instanceSuffix = \"2\"; };\n  };\n",
+    "-e", "s/webapps = \\[ webapp \\];/webapps = [ webapp webapp2 ];/",
+    "/etc/nixproc/processes.nix",
+]
 
 
 class Failed(Exception):
@@ -176,6 +188,17 @@ class Container:
         self.engine.run("rm", "-f", self.name, check=False, timeout=60)
         if self._follower and self._follower.poll() is None:
             self._follower.kill()
+
+
+def start_demo(checks, hint, *run_args, what="run -d"):
+    """A container of the demo image (RUN_ARGS before the image) whose first deployment is done
+    and whose web app answers through the published port."""
+    demo = Container(checks, DEMO_IMAGE, *run_args, hint=hint)
+    _, _, done = demo.wait_for(r"deploy #1: done", timeout=FIRST_DEPLOYMENT_S, fail=r"deploy #1: (failed|refused)")
+    checks.timing(f"{what} → deploy #1 done", done - demo.started)
+    demo.wait_answer("webapp.local", "Simple test webapp")
+    checks.check(True, "webapp.local answers through the published port")
+    return demo
 
 
 def main(scenarios):

@@ -4,34 +4,12 @@ services answering through `-p`.   test_deploy.py ENGINE STATE SCENARIO"""
 import time
 
 import containers
-from containers import DEMO_IMAGE, Container
-
-# The edit of README's walk-through, as one `sed -i` (GNU sed: a temp file renamed over the model):
-# webapp2 before nginx, and nginx routing webapp2.local to it.
-ADD_WEBAPP2 = [
-    "sed", "-i",
-    "-e", r"/^  nginx = rec {/i\  webapp2 = rec {\n    port = ids.webappPorts.webapp2 or 0;\n"
-          r"    dnsName = \"webapp2.local\";\n"
-          r"    pkg = constructors.webapp { inherit port; instanceSuffix = \"2\"; };\n  };\n",
-    "-e", "s/webapps = \\[ webapp \\];/webapps = [ webapp webapp2 ];/",
-    "/etc/nixproc/processes.nix",
-]
-FIRST_DEPLOYMENT_S = 120
-
-
-def start_demo(checks, hint, *run_args):
-    """A demo container whose first deployment is done and whose web app answers."""
-    demo = Container(checks, DEMO_IMAGE, *run_args, hint=hint)
-    _, _, done = demo.wait_for(r"deploy #1: done", timeout=FIRST_DEPLOYMENT_S, fail=r"deploy #1: failed")
-    checks.timing("run -d → deploy #1 done", done - demo.started)
-    checks.check(demo.lines_matching(r"deploy #1: \+nginx \+webapp$"), "the log shows deploy #1's plan: +nginx +webapp")
-    demo.wait_answer("webapp.local", "Simple test webapp")
-    checks.check(True, "webapp.local answers through the published port")
-    return demo
+from containers import ADD_WEBAPP2, start_demo
 
 
 def first_deployment(engine, checks):
     demo = start_demo(checks, "run")
+    checks.check(demo.lines_matching(r"deploy #1: \+nginx \+webapp$"), "the log shows deploy #1's plan: +nginx +webapp")
     pid1 = demo.exec("cat", "/proc/1/cmdline").stdout.split("\0")[0]
     checks.check(pid1 == "/usr/sbin/nixproc-init", f"PID 1 in the container is /usr/sbin/nixproc-init (it is {pid1!r})")
     ps = demo.exec("ps", "-eo", "pid,ppid,stat,comm").stdout

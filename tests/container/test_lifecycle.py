@@ -10,35 +10,14 @@ import subprocess
 import time
 
 import containers
-from containers import DEMO_IMAGE, Container, Failed
+from containers import ADD_WEBAPP2, Failed, start_demo
 
-# The edit of README's walk-through (as test_deploy.py's ADD_WEBAPP2, which cannot be imported:
-# that file runs its scenarios when loaded): webapp2 before nginx, nginx routing webapp2.local to it.
-ADD_WEBAPP2 = [
-    "sed", "-i",
-    "-e", r"/^  nginx = rec {/i\  webapp2 = rec {\n    port = ids.webappPorts.webapp2 or 0;\n"
-          r"    dnsName = \"webapp2.local\";\n"
-          r"    pkg = constructors.webapp { inherit port; instanceSuffix = \"2\"; };\n  };\n",
-    "-e", "s/webapps = \\[ webapp \\];/webapps = [ webapp webapp2 ];/",
-    "/etc/nixproc/processes.nix",
-]
-FIRST_DEPLOYMENT_S = 120
 # Both engines give a container 10 s between the stop signal and their own SIGKILL (docker stop's
 # -t, podman's stop_timeout); the demo's init.yaml keeps shutdown.grace_s at its default, 8.
 ENGINE_GRACE_S = 10
 INIT_GRACE_S = 8
 # What nixproc-init says as it exits (lib/init/Init.cpp, finish()).
 EXITING = r"exiting with status (\d+) \((\d+) orphans reaped\)"
-
-
-def start_demo(checks, hint, *run_args):
-    """A demo container whose first deployment is done and whose web app answers."""
-    demo = Container(checks, DEMO_IMAGE, *run_args, hint=hint)
-    _, _, done = demo.wait_for(r"deploy #1: done", timeout=FIRST_DEPLOYMENT_S, fail=r"deploy #1: failed")
-    checks.timing("run -d → deploy #1 done", done - demo.started)
-    demo.wait_answer("webapp.local", "Simple test webapp")
-    checks.check(True, "webapp.local answers through the published port")
-    return demo
 
 
 def whole_log(demo):

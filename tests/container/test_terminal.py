@@ -15,9 +15,8 @@ import threading
 import time
 
 import containers
-from containers import DEMO_IMAGE, INIT_IMAGE, Container, Failed
+from containers import INIT_IMAGE, Failed, start_demo
 
-FIRST_DEPLOYMENT_S = 120
 # What a terminal shows that is not text: CSI and OSC sequences, charset and keypad switches.
 ESCAPES = re.compile(rb"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[()][0-9A-Za-z]|\x1b[=>78cDEHM]|[\x0e\x0f\x07]")
 # bash's prompt, set once bash answers: quoted apart when sent, so the echo of the command that
@@ -187,16 +186,6 @@ class TerminalRun:
     def remove(self):
         self.terminal.close()
         self.engine.run("rm", "-f", self.name, check=False, timeout=60)
-
-
-def start_demo(checks, hint):
-    """A demo container whose first deployment is done and whose web app answers."""
-    demo = Container(checks, DEMO_IMAGE, hint=hint)
-    _, _, done = demo.wait_for(r"deploy #1: done", timeout=FIRST_DEPLOYMENT_S, fail=r"deploy #1: failed")
-    checks.timing("run -d → deploy #1 done", done - demo.started)
-    demo.wait_answer("webapp.local", "Simple test webapp")
-    checks.check(True, "webapp.local answers through the published port")
-    return demo
 
 
 # The walk-through's edit as a user types it in vi (vim-tiny, 'compatible': no autoindent): the
