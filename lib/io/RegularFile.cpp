@@ -9,9 +9,13 @@
 namespace nixproc {
 namespace {
 
-FileContent failure(int err, std::string why) { return {std::nullopt, std::move(why), err, 0, 0}; }
+// strerror's text for errno `err`: it follows the path after a colon.
+FileContent failure(int err) { return {std::nullopt, std::strerror(err), err, 0, 0, false}; }
 
-std::string notRegular(unsigned mode) { return "is " + fileTypeName(mode) + ", not a regular file"; }
+// A phrase that goes on from the path: "is a FIFO, not a regular file".
+FileContent refusal(int err, std::string phrase) { return {std::nullopt, std::move(phrase), err, 0, 0, true}; }
+
+FileContent notRegular(unsigned mode) { return refusal(EINVAL, "is " + fileTypeName(mode) + ", not a regular file"); }
 
 std::string sizeText(std::size_t bytes) {
     if (bytes >= 1024 * 1024 && bytes % (1024 * 1024) == 0) return std::to_string(bytes / (1024 * 1024)) + " MiB";
@@ -20,6 +24,8 @@ std::string sizeText(std::size_t bytes) {
 }
 
 } // namespace
+
+std::string FileContent::describeError(const std::string& path) const { return path + (error_is_phrase ? " " : ": ") + error; }
 
 std::string fileTypeName(unsigned mode) {
     switch (mode & S_IFMT) {
@@ -36,18 +42,17 @@ std::string fileTypeName(unsigned mode) {
 
 FileContent readRegularFile(const std::string& path, std::size_t max_bytes) {
     struct stat st {};
-    if (::stat(path.c_str(), &st) != 0) return failure(errno, std::strerror(errno));
-    if (!S_ISREG(st.st_mode)) return failure(EINVAL, notRegular(st.st_mode));
-    if (static_cast<std::size_t>(st.st_size) > max_bytes)
-        return failure(EFBIG, "is larger than " + sizeText(max_bytes));
+    if (::stat(path.c_str(), &st) != 0) return failure(errno);
+    if (!S_ISREG(st.st_mode)) return notRegular(st.st_mode);
+    if (static_cast<std::size_t>(st.st_size) > max_bytes) return refusal(EFBIG, "is larger than " + sizeText(max_bytes));
 
     int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
-    if (fd < 0) return failure(errno, std::strerror(errno));
+    if (fd < 0) return failure(errno);
     // Swapped for something else between the stat and the open?
     if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         int err = errno;
         ::close(fd);
-        return failure(err ? err : EINVAL, S_ISREG(st.st_mode) ? std::strerror(err) : notRegular(st.st_mode));
+        return S_ISREG(st.st_mode) ? failure(err) : notRegular(st.st_mode);
     }
     std::string text;
     text.reserve(static_cast<std::size_t>(st.st_size));
@@ -58,17 +63,17 @@ FileContent readRegularFile(const std::string& path, std::size_t max_bytes) {
         if (n < 0) {
             int err = errno;
             ::close(fd);
-            return failure(err, std::strerror(err));
+            return failure(err);
         }
         if (n == 0) break;
         text.append(buf, static_cast<std::size_t>(n));
         if (text.size() > max_bytes) { // it grew while being read
             ::close(fd);
-            return failure(EFBIG, "is larger than " + sizeText(max_bytes));
+            return refusal(EFBIG, "is larger than " + sizeText(max_bytes));
         }
     }
     ::close(fd);
-    return {std::move(text), "", 0, st.st_uid, static_cast<unsigned>(st.st_mode)};
+    return {std::move(text), "", 0, st.st_uid, static_cast<unsigned>(st.st_mode), false};
 }
 
 } // namespace nixproc

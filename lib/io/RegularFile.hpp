@@ -16,8 +16,12 @@ struct FileContent {
     int errno_value = 0;             // ENOENT for a missing file (callers may treat that apart)
     uid_t owner = 0;                 // of the descriptor that was read (not of a path that may have moved)
     unsigned mode = 0;               // st_mode of that descriptor
+    bool error_is_phrase = false;    // `error` goes on from the path ("is a FIFO..."), not strerror's text
 
     bool missing() const { return !text && errno_value == ENOENT; }
+    // The error after the path, as one would say it: "PATH is a FIFO, not a regular file",
+    // "PATH: Too many levels of symbolic links".
+    std::string describeError(const std::string& path) const;
 };
 
 inline constexpr std::size_t kMaxUserFileBytes = 4 * 1024 * 1024;

@@ -139,9 +139,10 @@ public:
         try {
             // Its own group (the Spawner's default, spelt out: ending the job ends the group).
             child = spawner.spawn({.argv = spec_.argv, .environment = spec_.environment, .workdir = spec_.workdir,
-                                   .own_process_group = true, .capture_output = true});
+                                   .own_process_group = true, .capture_output = true, .oom_score_raise = spec_.oom_score_raise});
         } catch (const SpawnError& e) {
-            result_ = {.exit_code = e.exitCode(), .description = e.what(), .started = false};
+            result_ = {.exit_code = e.exitCode(), .description = "could not start " + std::string(e.what()), .started = false,
+                       .spawn_error = e.error()};
             asio::post(io_, [self = shared_from_this()] { self->finish(); });
             return;
         }
@@ -164,6 +165,9 @@ public:
         stopping_ = true;
         reaper_->killGroupAtExit(pid_); // stopped, it leaves no services behind, even exiting 0
         ::kill(-pid_, SIGTERM);
+        // A stopped member (kill -STOP, a debugger) would not see the SIGTERM before SIGKILL: as
+        // systemd does, continue the group after telling it to end.
+        ::kill(-pid_, SIGCONT);
         armTimer(spec_.kill_after, [this] {
             spdlog::warn("{} ignored SIGTERM for {} s: SIGKILL", spec_.log_prefix, seconds(spec_.kill_after));
             ::kill(-pid_, SIGKILL); // the leader is not reaped yet: pid_ is still its group

@@ -12,6 +12,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <system_error>
 #include <vector>
 
 namespace boost::asio {
@@ -38,6 +39,7 @@ struct JobSpec {
     // the job exits), not leftovers. It still loses its whole group when it fails, times out or
     // is stopped.
     bool keep_group_on_success = false;
+    int oom_score_raise = 0; // SpawnRequest::oom_score_raise
 };
 
 struct JobResult {
@@ -47,6 +49,7 @@ struct JobResult {
     bool started = true;
     int signal = 0;          // the signal that killed it; 0 when it exited
     std::string last_line;   // its last non-blank line of output, for a one-line report
+    std::error_code spawn_error; // why it could not be started (started == false): ENOENT, EAGAIN...
     bool ok() const { return started && !timed_out && exit_code == 0; }
 };
 

@@ -8,7 +8,9 @@
 #include <boost/process/exe.hpp>
 #include <boost/process/extend.hpp>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <climits>
 #include <cstdlib>
 #include <cstring>
@@ -77,6 +79,7 @@ struct ChildSetup : bp::extend::handler {
     char** argv;
     char** envp; // nullptr: keep the init's
     Pipe output;
+    char oom_score[16] = {}; // the child's oom_score_adj, as written to /proc; "" leaves it as inherited
 
     template <class Executor>
     void fail(Executor& exec, const char* what) const {
@@ -96,6 +99,14 @@ struct ChildSetup : bp::extend::handler {
                 ::dup2(output.write, STDERR_FILENO) < 0)
                 fail(exec, "redirect output");
         }
+        // Best effort: a /proc that cannot be written must not cost the deployment.
+        if (oom_score[0] != '\0') {
+            int fd = ::open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+            if (fd >= 0) {
+                [[maybe_unused]] ssize_t n = ::write(fd, oom_score, std::strlen(oom_score));
+                ::close(fd);
+            }
+        }
         closeExtraFdsOnExec();
         signals.restoreInChild();
         exec.exe = exe;
@@ -103,6 +114,20 @@ struct ChildSetup : bp::extend::handler {
         if (envp) exec.env = envp;
     }
 };
+
+// The init's oom_score_adj plus `raise`, within the kernel's bound of 1000, as the text to write
+// (read here: the child must not allocate). "" when there is nothing to raise or /proc says nothing.
+void oomScoreText(int raise, char (&out)[16]) {
+    if (raise <= 0) return;
+    int fd = ::open("/proc/self/oom_score_adj", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return;
+    char buf[16] = {};
+    ssize_t n = ::read(fd, buf, sizeof buf - 1);
+    ::close(fd);
+    if (n <= 0) return;
+    int own = std::atoi(buf);
+    std::snprintf(out, sizeof out, "%d", std::min(own + raise, 1000));
+}
 
 // Whether the init's own process group holds the terminal: only then may it hand it over.
 bool ownsTerminal() {
@@ -129,7 +154,8 @@ Spawned Spawner::spawn(const SpawnRequest& request) const {
     SpawnRequest effective = request;
     effective.take_terminal = request.take_terminal && request.own_process_group && ownsTerminal();
     ChildSetup setup{{}, signals_, effective, resolved.path.c_str(), argv.data(),
-                     envp.empty() ? nullptr : envp.data(), {}};
+                     envp.empty() ? nullptr : envp.data(), {}, {}};
+    oomScoreText(request.oom_score_raise, setup.oom_score);
     if (request.capture_output) {
         int fds[2];
         if (::pipe2(fds, O_CLOEXEC) != 0)

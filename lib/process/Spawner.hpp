@@ -19,6 +19,9 @@ struct SpawnRequest {
     bool own_process_group = true;
     bool take_terminal = false;  // hand it the terminal's foreground, if the init has it
     bool capture_output = false; // stdout and stderr into one pipe, stdin from /dev/null
+    // Added to the init's own oom_score_adj in the child (at most 1000), so that under memory
+    // pressure the kernel kills it rather than the manager. Only raising: it needs no privilege.
+    int oom_score_raise = 0;
 };
 
 struct Spawned {

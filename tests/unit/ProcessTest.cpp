@@ -25,6 +25,8 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <fcntl.h>
+#include <thread>
 #include <unistd.h>
 
 using namespace nixproc;
@@ -586,4 +588,50 @@ TEST_CASE("a check that succeeds shows none of its output", "[process][job][outp
     REQUIRE(r);
     CHECK(r->ok());
     CHECK(loop.log.count() == 0);
+}
+
+TEST_CASE("a spawn request's oom_score_raise adds to the init's oom_score_adj in the child, up to 1000", "[process][oom]") {
+    BlockedSignals blocked;
+    Spawner spawner(blocked.signals);
+    int own = std::stoi(readAll(::open("/proc/self/oom_score_adj", O_RDONLY | O_CLOEXEC)));
+    auto score = [&](int raise) {
+        auto child = spawner.spawn({.argv = {"cat", "/proc/self/oom_score_adj"}, .capture_output = true, .oom_score_raise = raise});
+        std::string out = readAll(child.output_fd);
+        CHECK(exitCodeOf(waitFor(child.pid)) == 0);
+        return std::stoi(out);
+    };
+    CHECK(score(0) == own);
+    CHECK(score(500) == std::min(own + 500, 1000));
+    CHECK(score(5000) == 1000);
+    CHECK(std::stoi(readAll(::open("/proc/self/oom_score_adj", O_RDONLY | O_CLOEXEC))) == own); // the parent's is untouched
+}
+
+TEST_CASE("a job that cannot be started says so once, with the program, the reason and the error", "[process][job]") {
+    JobLoop loop;
+    auto r = loop.run({.argv = {"definitely-not-a-command"}, .log_prefix = "t |"});
+    REQUIRE(r);
+    CHECK_FALSE(r->started);
+    CHECK(r->exit_code == 127);
+    CHECK(r->description == "could not start definitely-not-a-command: No such file or directory");
+    CHECK(r->spawn_error == std::errc::no_such_file_or_directory);
+}
+
+TEST_CASE("stop() continues a stopped job, so that it sees its SIGTERM before kill_after", "[process][job]") {
+    JobLoop loop;
+    JobSpec spec = shell("kill -STOP $$; exec sleep 100");
+    spec.kill_after = 20s;
+    loop.start(spec);
+    // No event tells that the job has stopped: looked at every 10 ms, for 10 s at most.
+    bool stopped = false;
+    for (auto end = Clock::now() + 10s; !stopped && Clock::now() < end; std::this_thread::sleep_for(10ms)) {
+        std::string stat = readAll(::open(("/proc/" + std::to_string(loop.job->pid()) + "/stat").c_str(), O_RDONLY | O_CLOEXEC));
+        auto close = stat.rfind(')');
+        stopped = close != std::string::npos && close + 2 < stat.size() && stat[close + 2] == 'T';
+    }
+    REQUIRE(stopped);
+    auto sent = Clock::now();
+    loop.job->stop();
+    REQUIRE(loop.finish(30s));
+    CHECK(loop.result->signal == SIGTERM);
+    CHECK(loop.done_at - sent < 5s);
 }
