@@ -135,7 +135,7 @@ Model::Read Model::read() const {
                             "at its path on the host); restart the container (or the init) to see the new folder",
                         true);
     }
-    if (!main.text) return fail(path + " " + (main.missing() ? "does not exist" : main.error), main.missing());
+    if (!main.text) return fail(main.missing() ? path + " does not exist" : main.describeError(path), main.missing());
 
     ModelSnapshot snap;
     std::string error;
@@ -157,7 +157,7 @@ Model::Read Model::read() const {
         auto content = name == fileName() ? main : readRegularFile(file, kMaxModelBytes);
         if (!content.text) {
             if (content.missing()) continue; // removed since the listing: not part of it now
-            return fail(file + " " + content.error);
+            return fail(content.describeError(file));
         }
         total += content.text->size();
         if (total > kMaxModelBytes) return fail(folder() + ": the model is larger than " + std::to_string(kMaxModelBytes >> 20) + " MiB");
