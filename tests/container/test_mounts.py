@@ -9,20 +9,11 @@ import tempfile
 import time
 
 import containers
-from containers import DEMO_IMAGE, Container
+from containers import ADD_WEBAPP2, start_demo
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE = os.path.normpath(os.path.join(HERE, "..", ".."))
 MODEL = "/etc/nixproc/processes.nix"
-FIRST_DEPLOYMENT_S = 120
-# The edit of README's walk-through (as test_deploy.py's ADD_WEBAPP2, which runs in the container):
-# webapp2 before nginx, and nginx routing webapp2.local to it.
-ADD_WEBAPP2 = [
-    r"/^  nginx = rec {/i\  webapp2 = rec {\n    port = ids.webappPorts.webapp2 or 0;\n"
-    r"    dnsName = \"webapp2.local\";\n"
-    r"    pkg = constructors.webapp { inherit port; instanceSuffix = \"2\"; };\n  };\n",
-    "s/webapps = \\[ webapp \\];/webapps = [ webapp webapp2 ];/",
-]
 # The same edit, as the demo ships it, for a write in place.
 WITH_WEBAPP2 = os.path.join(SOURCE, "packaging/demo/processes-with-webapp2.nix")
 
@@ -47,30 +38,19 @@ class HostFolder:
             f.write(text)
             f.truncate()
 
-    def sed_i(self, *expressions):
-        """Saved as GNU sed -i does: a temporary file in the folder renamed over the model."""
-        argv = ["sed", "-i"]
-        for expression in expressions:
-            argv += ["-e", expression]
-        subprocess.run(argv + [self.model], check=True)
+    def sed_i(self, argv):
+        """ARGV (`sed -i … /etc/nixproc/processes.nix`) run here on the model: saved as GNU sed -i
+        does, a temporary file in the folder renamed over it."""
+        subprocess.run(argv[:-1] + [self.model], check=True)
 
     def remove(self):
         shutil.rmtree(self.path, ignore_errors=True)
 
 
-def start(checks, hint, *run_args):
-    demo = Container(checks, DEMO_IMAGE, *run_args, hint=hint)
-    _, _, done = demo.wait_for(r"deploy #1: done", timeout=FIRST_DEPLOYMENT_S, fail=r"deploy #1: (failed|refused)")
-    checks.timing("run -d with the model mounted → deploy #1 done", done - demo.started)
-    demo.wait_answer("webapp.local", "Simple test webapp")
-    checks.check(True, "webapp.local answers through the published port")
-    return demo
-
-
 def single_file_mount(engine, checks):
     host = HostFolder()
     try:
-        demo = start(checks, "mountf", "-v", f"{host.model}:{MODEL}")
+        demo = start_demo(checks, "mountf", "-v", f"{host.model}:{MODEL}", what="run -d with the model mounted")
         _, said, _ = demo.wait_for(r"is a single-file bind mount", timeout=5)
         checks.check(MODEL in said and "sed -i" in said and "bind-mount the folder" in said,
                      f"one line at start says the model is a single-file bind mount and what is not seen through it ({said})")
@@ -88,13 +68,13 @@ def single_file_mount(engine, checks):
 
         # Replaced on the host (sed -i): the container keeps the old file; one warning says so.
         mark = demo.mark()
-        host.sed_i("$a # replaced on the host")
+        host.sed_i(["sed", "-i", "$a # replaced on the host", MODEL])
         _, warned, _ = demo.wait_for(r"was replaced or removed on the host", timeout=30, since=mark)
         checks.check(MODEL in warned and "restart" in warned and "bind-mount the folder" in warned,
                      f"a host sed -i gives a warning that says the container sees the old file, and what to do ({warned})")
         seen = demo.exec("tail", "-n", "1", MODEL).stdout
         checks.check("replaced on the host" not in seen, f"the container still sees the old file ({seen.strip()!r})")
-        host.sed_i("$a # replaced again")  # the old file is not touched again: no second warning
+        host.sed_i(["sed", "-i", "$a # replaced again", MODEL])  # the old file is not touched again: no second warning
         # A save inside the container, after the host's: read in order, so both were handled.
         demo.exec("sh", "-c", f"echo '# saved inside' >> {MODEL}")
         demo.wait_for(r"deploy #3: done", timeout=120, since=mark, fail=r"deploy #3: (failed|refused)")
@@ -108,11 +88,11 @@ def single_file_mount(engine, checks):
 def folder_mount_sed(engine, checks):
     host = HostFolder()
     try:
-        demo = start(checks, "mountd", "-v", f"{host.path}:/etc/nixproc")
+        demo = start_demo(checks, "mountd", "-v", f"{host.path}:/etc/nixproc", what="run -d with the model mounted")
         checks.check(not demo.lines_matching(r"single-file bind mount"), "a folder mount is not named a single-file one")
         mark = demo.mark()
         # sed -i on the host: its rename is an event of the folder, which the container shares.
-        host.sed_i(*ADD_WEBAPP2)
+        host.sed_i(ADD_WEBAPP2)
         saved = time.monotonic()
         _, started, _ = demo.wait_for(r"deploy #2: ", timeout=30, since=mark)
         checks.check("deploy #2: processes.nix changed" in started, f"host sed -i through a folder mount is deployed ({started})")
