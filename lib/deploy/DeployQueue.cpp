@@ -331,11 +331,14 @@ struct DeployQueue::Impl {
     }
 
     // Every job of a deployment: bounded by deploy.timeout_s (unless `timeout` says otherwise: the
-    // channel's steps), then SIGKILL after the grace.
+    // channel's steps), then SIGKILL after the grace. Its completion does nothing once its
+    // deployment was abandoned (the init exits).
     void run(JobSpec spec, std::function<void(const JobResult&)> done, std::optional<std::chrono::seconds> timeout = {}) {
         spec.timeout = timeout.value_or(config.deploy.timeout);
         spec.kill_after = config.shutdown.grace;
-        job = ChildJob::start(io, spawner, reaper, std::move(spec), [this, done = std::move(done)](const JobResult& r) {
+        job = ChildJob::start(io, spawner, reaper, std::move(spec),
+                              [this, number = current->number, done = std::move(done)](const JobResult& r) {
+            if (!current || current->number != number) return;
             job.reset();
             if (stopped && current) return finish("interrupted", r.exit_code, "stopped by the shutdown");
             done(r);
@@ -423,6 +426,16 @@ struct DeployQueue::Impl {
         retry_timer.cancel();
         if (job) job->stop();
     }
+
+    // The init is about to exit: the job's completion will never run (the loop stops), so the
+    // deployment is ended here, recorded first and logged second; the job's completion, should it
+    // still be queued, finds no deployment of its number and does nothing.
+    void abandon(const std::string& why) {
+        if (!stopped) shutdown();
+        if (!current) return;
+        job.reset();
+        finish("interrupted", std::nullopt, why);
+    }
 };
 
 DeployQueue::DeployQueue(boost::asio::io_context& io, const Spawner& spawner, Reaper& reaper, const Config& config,
@@ -434,5 +447,6 @@ DeployQueue::~DeployQueue() = default;
 void DeployQueue::managerReady() { impl_->managerReady(); }
 void DeployQueue::deployNow() { impl_->request({"signal", true}); }
 void DeployQueue::shutdown() { impl_->shutdown(); }
+void DeployQueue::abandon(const std::string& why) { impl_->abandon(why); }
 
 } // namespace nixproc

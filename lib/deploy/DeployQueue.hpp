@@ -12,6 +12,7 @@
 #include "process/Spawner.hpp"
 
 #include <memory>
+#include <string>
 
 namespace boost::asio {
 class io_context;
@@ -32,6 +33,9 @@ public:
     void deployNow();
     // Stop watching, stop a running deployment (it is recorded as interrupted), start no more.
     void shutdown();
+    // The init exits now, or kills everything: a deployment still running is recorded, then
+    // logged, as interrupted because `why`, at once rather than when its job's end is read.
+    void abandon(const std::string& why);
 
 private:
     struct Impl;

@@ -283,6 +283,14 @@ struct Init::Loop {
             spdlog::warn("cannot forward {} to {}: {}", signalName(sig), target, std::strerror(errno));
     }
 
+    // A stopped manager (kill -STOP, a debugger) would see the stop signal only at SIGKILL: as
+    // systemd does, SIGCONT after it.
+    void continueMainChild() {
+        pid_t target = config.signal_process_group ? -main_pid : main_pid;
+        if (::kill(target, SIGCONT) != 0 && errno != ESRCH)
+            spdlog::warn("cannot continue {}: {}", target, std::strerror(errno));
+    }
+
     // The manager's own stop steps first, within the grace; then the signal reaches the main child.
     void beginShutdown(int sig) {
         if (stop_signal) return forward(sig); // a second request: pass it on, the clock keeps running
@@ -296,7 +304,10 @@ struct Init::Loop {
         auto remaining = std::chrono::duration_cast<milliseconds>(grace_end - Clock::now());
         runSteps(manager.stopSteps(), 0, std::min<milliseconds>(config.manager.step_timeout, remaining), ++sequence, [this](std::size_t) {
             stopping_steps = false;
-            if (main_pid >= 0 && !main_status) return forward(*stop_signal);
+            if (main_pid >= 0 && !main_status) {
+                forward(*stop_signal);
+                return continueMainChild();
+            }
             if (!main_status) main_status = 0; // no main child: the daemons left are stopped as leftovers
             afterReap(reaper.drain());
         });
@@ -350,6 +361,7 @@ struct Init::Loop {
         killing = true;
         stopping_steps = false;
         spdlog::warn("grace of {} s is over: SIGKILL to everything left", seconds(config.shutdown.grace));
+        if (deployer) deployer->abandon("stopped by the shutdown, and still running when its grace was over");
         if (main_pid >= 0 && !main_status) ::kill(-main_pid, SIGKILL);
         if (main_pid < 0 && !main_status) main_status = 0;
         ++sequence; // no further steps
@@ -364,10 +376,13 @@ struct Init::Loop {
     }
 
     // Everything but the main child: as PID 1 all of the namespace, as a subreaper our children.
+    // SIGTERM goes with SIGCONT, as systemd sends it: a stopped process would otherwise see it
+    // only at SIGKILL.
     void signalTheRest(int sig) {
         if (pid1) {
             if (!signalled.emplace(sig, -1).second) return;
             ::kill(-1, sig);
+            if (sig == SIGTERM) ::kill(-1, SIGCONT);
             // An interactive shell ignores SIGTERM (a `docker exec -it NAME bash` left open) but
             // ends on SIGHUP, as when its terminal hangs up: after the SIGTERM, as systemd does at
             // shutdown, whatever has a controlling terminal gets SIGHUP too. Daemons have none, so
@@ -377,8 +392,11 @@ struct Init::Loop {
                     if (pid != ::getpid() && signalled.emplace(SIGHUP, pid).second) ::kill(pid, SIGHUP);
             return;
         }
-        for (pid_t child : childrenOf(::getpid()))
-            if (signalled.emplace(sig, child).second) ::kill(child, sig);
+        for (pid_t child : childrenOf(::getpid())) {
+            if (!signalled.emplace(sig, child).second) continue;
+            ::kill(child, sig);
+            if (sig == SIGTERM) ::kill(child, SIGCONT);
+        }
     }
 
     // Once: a SIGCHLD of a child reaped in the drain that emptied the namespace is still read
@@ -387,6 +405,9 @@ struct Init::Loop {
         if (finished) return;
         finished = true;
         exit_code = code;
+        // Before the line that ends the log: the loop stops here, and a deployment whose job's end
+        // is still queued would be left "running" in the state file and unsaid in the log.
+        if (deployer) deployer->abandon("stopped by the shutdown, and still running when the init exited");
         spdlog::log(lifecycleLevel(), "exiting with status {} ({} orphans reaped)", code, reaper.orphansReaped());
         deadline.cancel();
         probe.cancel();

@@ -1,0 +1,156 @@
+// Jobs and processes that do not end the ordinary way, through the real binary as PID 1: stopped
+// (SIGSTOP) or deaf to SIGTERM at shutdown, not startable for lack of processes, killed by a
+// SIGKILL nobody in the init sent (the OOM killer), and how each of these is told and recorded.
+// Found by the container probe of issue #10 (findings 3, 6, 7, 11).
+#include "process/Children.hpp"
+#include "support/Harness.hpp"
+
+#include <catch2/catch.hpp>
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <sys/stat.h>
+#include <thread>
+#include <unistd.h>
+
+using namespace harness;
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+// The one-letter state of `pid` (R, S, T, Z...), '?' when it is gone.
+char stateOf(pid_t pid) {
+    std::string stat = readFile("/proc/" + std::to_string(pid) + "/stat");
+    auto close = stat.rfind(')');
+    return close == std::string::npos || close + 2 >= stat.size() ? '?' : stat[close + 2];
+}
+
+// No event tells that another process has stopped: looked at every 10 ms, for 10 s at most.
+bool awaitStopped(pid_t pid) {
+    for (auto end = Clock::now() + 10s; Clock::now() < end; std::this_thread::sleep_for(10ms))
+        if (stateOf(pid) == 'T') return true;
+    return false;
+}
+
+// The only child of `parent`, waited for while it is being started (10 s at most).
+pid_t onlyChild(pid_t parent) {
+    for (auto end = Clock::now() + 10s; Clock::now() < end; std::this_thread::sleep_for(10ms)) {
+        auto children = nixproc::childrenOf(parent);
+        if (children.size() == 1) return children.front();
+    }
+    return -1;
+}
+
+double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+// A deploying init with the sysvinit manager (no main child: the init's only child is the job
+// that runs) and a model that passes `true` as its check.
+struct Deploying {
+    TempDir t;
+    std::string folder = t / "etc/nixproc";
+    std::string state_dir = t / "state";
+    std::unique_ptr<Child> init;
+
+    Deploying() {
+        fs::create_directories(folder);
+        t.write("etc/nixproc/processes.nix", "{ webapp = \"1\"; }\n");
+    }
+
+    // `deploy` is the deploy section's keys, indented by two.
+    std::string config(const std::string& deploy, const std::string& more = "") const {
+        return t.write("init.yaml", "process_manager: sysvinit\nprocesses: " + folder + "/processes.nix\nprofile: " + t / "profile" +
+                                        "\nstate_dir: " + state_dir + "\ndeploy:\n" + deploy + more);
+    }
+
+    void start(const std::string& deploy, const std::string& more = "") {
+        init = std::make_unique<Child>(inPidNamespace({initBinary(), "-c", config(deploy, more)}),
+                                       Options{.env = {std::string("PATH=") + STANDINS_DIR + ":/usr/sbin:/usr/bin:/sbin:/bin"}});
+    }
+
+    pid_t pid1() const { return namespaceInit(init->pid()); }
+    std::string state() const { return readFile(state_dir + "/state.yaml"); }
+};
+
+} // namespace
+
+TEST_CASE("at shutdown a deployment job stopped by SIGSTOP gets SIGCONT with its SIGTERM, ends at once and is recorded as interrupted",
+          "[shutdown][deploy]") {
+    Deploying d;
+    auto job = d.t.write("switch", "#!/bin/sh\necho stopping\nkill -STOP $$\necho continued without SIGTERM\nexec sleep 1000\n", 0755);
+    d.start("  check: [true]\n  command: [" + job + "]\n", "shutdown:\n  grace_s: 5\n");
+    REQUIRE(d.init->expectLog("deploy #1 | stopping"));
+    pid_t pid1 = d.pid1();
+    pid_t stopped = onlyChild(pid1);
+    REQUIRE(stopped > 0);
+    REQUIRE(awaitStopped(stopped));
+    auto sent = Clock::now();
+    REQUIRE(::kill(pid1, SIGTERM) == 0);
+    CHECK(d.init->wait(20s) == 0);
+    double took = since(sent);
+    auto log = d.init->stderrText();
+    INFO(log);
+    CHECK(took < 3.0); // not the grace of 5 s
+    CHECK_THAT(log, !Catch::Contains("grace of 5 s is over"));
+    CHECK_THAT(log, !Catch::Contains("continued without SIGTERM"));
+    CHECK_THAT(log, Catch::Contains("deploy #1: interrupted after"));
+    CHECK_THAT(d.state(), Catch::Contains("outcome: interrupted"));
+}
+
+TEST_CASE("a deployment job that ignores SIGTERM is recorded, then logged, as interrupted before the init exits at the end of the grace",
+          "[shutdown][deploy]") {
+    for (int round = 1; round <= 3; ++round) {
+        DYNAMIC_SECTION("round " << round) {
+            Deploying d;
+            d.start("  check: [true]\n  command: [" + testkit() + ", ignore-term]\n", "shutdown:\n  grace_s: 1\n");
+            REQUIRE(d.init->expectLog("deploy #1 | ready"));
+            REQUIRE(::kill(d.pid1(), SIGTERM) == 0);
+            CHECK(d.init->wait(20s) == 0);
+            auto log = d.init->stderrText();
+            INFO(log);
+            CHECK_THAT(log, Catch::Contains("grace of 1 s is over: SIGKILL to everything left"));
+            auto interrupted = log.find("deploy #1: interrupted after");
+            REQUIRE(interrupted != std::string::npos);
+            CHECK(interrupted < log.find("exiting with status"));
+            CHECK_THAT(d.state(), Catch::Contains("outcome: interrupted"));
+            CHECK_THAT(d.state(), !Catch::Contains("outcome: running"));
+        }
+    }
+}
+
+TEST_CASE("at shutdown a leftover process stopped by SIGSTOP gets SIGCONT with its SIGTERM and stops on it", "[shutdown][pid1]") {
+    TempDir t;
+    auto leftover = t.write("leftover", "#!/bin/sh\ntrap 'echo leftover got TERM; exit 0' TERM\necho leftover stopping\n"
+                                        "kill -STOP $$\nwhile :; do sleep 0.1; done\n", 0755);
+    Child c(inPidNamespace({initBinary(), "-t", "5", "--", "sh", "-c", leftover + " & exec sleep 1000"}));
+    REQUIRE(c.expect("leftover stopping"));
+    pid_t pid1 = namespaceInit(c.pid());
+    pid_t main = onlyChild(pid1);
+    REQUIRE(main > 0);
+    pid_t stopped = onlyChild(main);
+    REQUIRE(stopped > 0);
+    REQUIRE(awaitStopped(stopped));
+    auto sent = Clock::now();
+    REQUIRE(::kill(pid1, SIGTERM) == 0);
+    CHECK(c.wait(20s) == 128 + SIGTERM); // the main child's (sleep's) status
+    INFO(c.stderrText());
+    CHECK(since(sent) < 3.0);
+    CHECK_THAT(c.outputText(), Catch::Contains("leftover got TERM"));
+}
+
+TEST_CASE("at shutdown a main child stopped by SIGSTOP gets SIGCONT after the SIGTERM passed on to it", "[shutdown][pid1]") {
+    Child c(inPidNamespace({initBinary(), "-t", "5", "--", "sh", "-c",
+                            "trap 'echo got TERM; exit 0' TERM; echo stopping; kill -STOP $$; while :; do sleep 0.1; done"}));
+    REQUIRE(c.expect("stopping"));
+    pid_t pid1 = namespaceInit(c.pid());
+    pid_t main = onlyChild(pid1);
+    REQUIRE(main > 0);
+    REQUIRE(awaitStopped(main));
+    auto sent = Clock::now();
+    REQUIRE(::kill(pid1, SIGTERM) == 0);
+    CHECK(c.wait(20s) == 0);
+    INFO(c.stderrText());
+    CHECK(since(sent) < 3.0);
+    CHECK_THAT(c.outputText(), Catch::Contains("got TERM"));
+}
+
