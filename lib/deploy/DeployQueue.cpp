@@ -50,6 +50,17 @@ bool killedFromOutside(const JobResult& r) {
     }
 }
 
+// Could not be started for want of processes, memory or descriptors (a pids limit's EAGAIN): that
+// passes, so it is tried again like a job killed from outside. A program that is missing or not
+// executable stays so until the image or the configuration changes.
+bool shortOfResources(const JobResult& r) {
+    if (r.started) return false;
+    for (auto e : {std::errc::resource_unavailable_try_again, std::errc::not_enough_memory, std::errc::too_many_files_open,
+                   std::errc::too_many_files_open_in_system})
+        if (r.spawn_error == e) return true;
+    return false;
+}
+
 } // namespace
 
 struct DeployQueue::Impl {
@@ -298,9 +309,13 @@ struct DeployQueue::Impl {
         run({.argv = argv, .log_prefix = prefix() + " check |", .output_only_on_failure = true},
             [this, program = argv.front()](const JobResult& r) {
             if (r.ok()) return switchModel();
+            if (!r.started) return finish(shortOfResources(r) ? "interrupted" : "failed", r.exit_code, "deploy.check: " + r.description);
             if (killedFromOutside(r)) return finish("interrupted", r.exit_code, "deploy.check (" + program + ") was " + r.description);
+            // Its status does not tell a model that does not evaluate from a machine that cannot
+            // evaluate it (out of memory, no permission on /nix): its output does.
             finish("failed", r.exit_code,
-                   "the model does not pass deploy.check (" + program + " " + r.description + "): not switching");
+                   "deploy.check failed: " + program + " " + r.description + (r.last_line.empty() ? "" : " (its output above says why)") +
+                       ": not switching");
         });
     }
 
@@ -322,6 +337,10 @@ struct DeployQueue::Impl {
                 spdlog::info("{}: {}", prefix(), current->plan);
             }
             if (r.ok()) return finish("succeeded", 0, "");
+            if (!r.started) {
+                switch_ran = false; // nothing was touched
+                return finish(shortOfResources(r) ? "interrupted" : "failed", r.exit_code, r.description);
+            }
             if (killedFromOutside(r))
                 return finish("interrupted", r.exit_code, config.deployCommand().front() + " was " + r.description);
             finish(r.timed_out ? "timed out" : "failed", r.exit_code,

@@ -219,8 +219,8 @@ TEST_CASE("a model with a syntax error never reaches the switch, and the next go
     c.save("{ webapp = ; }\n");
     REQUIRE(c.init->expectLog("deploy #2: failed"));
     CHECK_THAT(c.init->stderrText(), Catch::Contains("deploy #2 check | error: syntax error, unexpected ';'"));
-    CHECK_THAT(c.init->stderrText(), Catch::Contains("the model does not pass deploy.check (nix-instantiate exited with status 1): "
-                                                     "not switching; the running services are as they were"));
+    CHECK_THAT(c.init->stderrText(), Catch::Contains("deploy.check failed: nix-instantiate exited with status 1 (its output above says "
+                                                     "why): not switching; the running services are as they were"));
     REQUIRE(c.init->expectLog("the next change of the model (or SIGHUP) deploys again"));
     CHECK_THAT(c.init->stderrText(), !Catch::Contains("trying again"));
     CHECK(c.records().size() == 1);

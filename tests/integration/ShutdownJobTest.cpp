@@ -154,3 +154,50 @@ TEST_CASE("at shutdown a main child stopped by SIGSTOP gets SIGCONT after the SI
     CHECK_THAT(c.outputText(), Catch::Contains("got TERM"));
 }
 
+// RLIMIT_NPROC as a pids limit (docker run --pids-limit): root is exempt from it, so the init runs
+// as an otherwise unused uid, with a limit of 2 of which another process of that uid takes the
+// second; ending that one frees the place (raising the running init's limit would need
+// CAP_SYS_RESOURCE, which a test machine in a container may lack).
+TEST_CASE("a check that cannot be started for lack of processes is reported as not started and tried again, not blamed on the model",
+          "[deploy]") {
+    const std::string uid = "64123";
+    Deploying d;
+    REQUIRE(::chmod(d.t.path.c_str(), 0755) == 0);
+    fs::create_directories(d.state_dir);
+    REQUIRE(::chown(d.state_dir.c_str(), 64123, 64123) == 0);
+    REQUIRE(::chmod(d.state_dir.c_str(), 0700) == 0);
+    auto yaml = d.config("  check: [true]\n  command: [true]\n  retries: 3\n  retry_backoff_s: 1\n");
+    Child blocker({"setpriv", "--reuid=" + uid, "--regid=" + uid, "--clear-groups", "--", "sh", "-c", "echo blocking; exec sleep 1000"});
+    REQUIRE(blocker.readLine() == "blocking");
+    // The init and the blocker are the two processes its uid may have: every fork fails with EAGAIN.
+    d.init = std::make_unique<Child>(inPidNamespace({"setpriv", "--reuid=" + uid, "--regid=" + uid, "--clear-groups", "--",
+                                                     "prlimit", "--nproc=2", "--", initBinary(), "-c", yaml}));
+    const std::vector<std::string> model_failures{"failed after", "refused after", "timed out after", "gave up after"};
+    REQUIRE(d.init->expectLog("deploy #1: interrupted after", 30s, model_failures));
+    REQUIRE(d.init->expectLog("trying again in 1 s (1 of 3)"));
+    auto log = d.init->stderrText();
+    INFO(log);
+    CHECK_THAT(log, Catch::Contains("could not start true: Resource temporarily unavailable"));
+    CHECK_THAT(log, !Catch::Contains("true true"));
+    CHECK_THAT(log, !Catch::Contains("does not pass deploy.check"));
+    // A place is free: the next try deploys.
+    REQUIRE(::kill(blocker.pid(), SIGKILL) == 0);
+    CHECK(blocker.wait() == 128 + SIGKILL);
+    REQUIRE(d.init->expectLog(": done in", 30s, model_failures));
+    CHECK_THAT(d.state(), Catch::Contains("outcome: succeeded"));
+    REQUIRE(::kill(d.pid1(), SIGTERM) == 0);
+    CHECK(d.init->wait() == 0);
+}
+
+TEST_CASE("a check that exits non-zero is reported with what is known, not as a fault of the model", "[deploy]") {
+    Deploying d;
+    d.start("  check: [sh, -c, 'echo error: Resource temporarily unavailable; exit 1']\n  command: [true]\n");
+    REQUIRE(d.init->expectLog("deploy #1: failed"));
+    auto log = d.init->stderrText();
+    INFO(log);
+    CHECK_THAT(log, Catch::Contains("deploy #1 check | error: Resource temporarily unavailable"));
+    CHECK_THAT(log, Catch::Contains("deploy.check failed: sh exited with status 1 (its output above says why): not switching"));
+    REQUIRE(::kill(d.pid1(), SIGTERM) == 0);
+    CHECK(d.init->wait() == 0);
+}
+
