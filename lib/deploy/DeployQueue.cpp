@@ -35,6 +35,10 @@ struct Request {
     std::vector<std::string> changed; // watch: what the saves changed (ModelWatcher's names)
 };
 
+// How much more likely than the manager a deployment's job is to be picked by the OOM killer: a
+// nix-build killed is tried again, a supervisord killed takes the container down.
+constexpr int kJobOomScoreRaise = 500;
+
 // The longest wait between two tries of a deployment that timed out or was interrupted.
 constexpr std::chrono::seconds kMaxRetryBackoff{3600};
 
@@ -48,6 +52,11 @@ bool killedFromOutside(const JobResult& r) {
     case SIGSEGV: case SIGABRT: case SIGBUS: case SIGFPE: case SIGILL: case SIGTRAP: case SIGSYS: return false;
     default: return true;
     }
+}
+
+// "killed by SIGKILL", and who may have sent it: not the init (it did not stop the job, nor time it out).
+std::string killedHow(const JobResult& r) {
+    return r.description + (r.signal == SIGKILL ? ", which nixproc-init did not send (the OOM killer?)" : "");
 }
 
 // Could not be started for want of processes, memory or descriptors (a pids limit's EAGAIN): that
@@ -310,7 +319,7 @@ struct DeployQueue::Impl {
             [this, program = argv.front()](const JobResult& r) {
             if (r.ok()) return switchModel();
             if (!r.started) return finish(shortOfResources(r) ? "interrupted" : "failed", r.exit_code, "deploy.check: " + r.description);
-            if (killedFromOutside(r)) return finish("interrupted", r.exit_code, "deploy.check (" + program + ") was " + r.description);
+            if (killedFromOutside(r)) return finish("interrupted", r.exit_code, "deploy.check (" + program + ") was " + killedHow(r));
             // Its status does not tell a model that does not evaluate from a machine that cannot
             // evaluate it (out of memory, no permission on /nix): its output does.
             finish("failed", r.exit_code,
@@ -342,7 +351,7 @@ struct DeployQueue::Impl {
                 return finish(shortOfResources(r) ? "interrupted" : "failed", r.exit_code, r.description);
             }
             if (killedFromOutside(r))
-                return finish("interrupted", r.exit_code, config.deployCommand().front() + " was " + r.description);
+                return finish("interrupted", r.exit_code, config.deployCommand().front() + " was " + killedHow(r));
             finish(r.timed_out ? "timed out" : "failed", r.exit_code,
                    config.deployCommand().front() + " " + r.description +
                        (r.timed_out ? " after deploy.timeout_s " + std::to_string(config.deploy.timeout.count()) + " s" : ""));
@@ -350,11 +359,14 @@ struct DeployQueue::Impl {
     }
 
     // Every job of a deployment: bounded by deploy.timeout_s (unless `timeout` says otherwise: the
-    // channel's steps), then SIGKILL after the grace. Its completion does nothing once its
-    // deployment was abandoned (the init exits).
+    // channel's steps), then SIGKILL after the grace. Under memory pressure the OOM killer takes it
+    // rather than the manager, unless it starts services (sysvinit's or disnix's switch), which
+    // would inherit the raised score. Its completion does nothing once its deployment was
+    // abandoned (the init exits).
     void run(JobSpec spec, std::function<void(const JobResult&)> done, std::optional<std::chrono::seconds> timeout = {}) {
         spec.timeout = timeout.value_or(config.deploy.timeout);
         spec.kill_after = config.shutdown.grace;
+        if (!spec.keep_group_on_success) spec.oom_score_raise = kJobOomScoreRaise;
         job = ChildJob::start(io, spawner, reaper, std::move(spec),
                               [this, number = current->number, done = std::move(done)](const JobResult& r) {
             if (!current || current->number != number) return;

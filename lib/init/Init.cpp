@@ -316,8 +316,10 @@ struct Init::Loop {
     void onMainChildExit(int status) {
         main_status = status;
         if (deployer) deployer->shutdown(); // nothing left to deploy to
-        spdlog::log(lifecycleLevel(), "{} (pid {}) {}", plain() ? "main child" : manager.name(),
-                    main_pid, describeStatus(status));
+        // The init sends SIGKILL only once its grace is over: any other is the OOM killer's, or someone's kill -9.
+        bool foreign_kill = WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL && !killing;
+        spdlog::log(lifecycleLevel(), "{} (pid {}) {}{}", plain() ? "main child" : manager.name(), main_pid, describeStatus(status),
+                    foreign_kill ? ", which nixproc-init did not send (the OOM killer?)" : "");
     }
 
     void afterReap(Reaper::Children children) {

@@ -201,3 +201,54 @@ TEST_CASE("a check that exits non-zero is reported with what is known, not as a 
     CHECK(d.init->wait() == 0);
 }
 
+TEST_CASE("deployment checks run with a raised oom_score_adj, the main child and a switch that starts services do not",
+          "[deploy][oom]") {
+    int own = std::stoi(readFile("/proc/self/oom_score_adj"));
+    Deploying d;
+    auto check_score = d.t / "check-score", switch_score = d.t / "switch-score";
+    d.start("  check: [sh, -c, 'cat /proc/self/oom_score_adj > " + check_score + "']\n"
+            "  command: [sh, -c, 'cat /proc/self/oom_score_adj > " + switch_score + "']\n");
+    REQUIRE(d.init->expectLog("deploy #1: done", 30s, deployFailures(1)));
+    CHECK(std::stoi(readFile(check_score)) == std::min(own + 500, 1000));
+    // sysvinit's switch starts the services, which would inherit its score.
+    CHECK(std::stoi(readFile(switch_score)) == own);
+    REQUIRE(::kill(d.pid1(), SIGTERM) == 0);
+    CHECK(d.init->wait() == 0);
+
+    Child plain(inPidNamespace({initBinary(), "--", "cat", "/proc/self/oom_score_adj"}));
+    CHECK(plain.readLine() == std::to_string(own));
+    CHECK(plain.wait() == 0);
+}
+
+TEST_CASE("a SIGKILL the init did not send names the OOM killer as a possible sender", "[oom]") {
+    SECTION("a deployment's job") {
+        Deploying d;
+        d.start("  check: [true]\n  command: [" + testkit() + ", ignore-term]\n  retries: 0\n");
+        REQUIRE(d.init->expectLog("deploy #1 | ready"));
+        pid_t job = onlyChild(d.pid1());
+        REQUIRE(job > 0);
+        REQUIRE(::kill(job, SIGKILL) == 0);
+        REQUIRE(d.init->expectLog("deploy #1: interrupted"));
+        CHECK_THAT(d.init->stderrText(), Catch::Contains("killed by SIGKILL, which nixproc-init did not send (the OOM killer?)"));
+        REQUIRE(::kill(d.pid1(), SIGTERM) == 0);
+        CHECK(d.init->wait() == 0);
+    }
+    SECTION("the main child") {
+        Child c(inPidNamespace({initBinary(), "-v", "--", "sh", "-c", "echo ready; exec sleep 1000"}));
+        REQUIRE(c.readLine() == "ready");
+        pid_t main = onlyChild(namespaceInit(c.pid()));
+        REQUIRE(main > 0);
+        REQUIRE(::kill(main, SIGKILL) == 0);
+        CHECK(c.wait() == 128 + SIGKILL);
+        CHECK_THAT(c.stderrText(), Catch::Contains("main child (pid 2) killed by SIGKILL, which nixproc-init did not send (the OOM killer?)"));
+    }
+    SECTION("but not the SIGKILL of its own grace") {
+        Deploying d;
+        d.start("  check: [true]\n  command: [" + testkit() + ", ignore-term]\n", "shutdown:\n  grace_s: 1\n");
+        REQUIRE(d.init->expectLog("deploy #1 | ready"));
+        REQUIRE(::kill(d.pid1(), SIGTERM) == 0);
+        CHECK(d.init->wait() == 0);
+        CHECK_THAT(d.init->stderrText(), !Catch::Contains("OOM killer"));
+    }
+}
+
