@@ -101,6 +101,9 @@ struct Init::Loop {
     // Configured so, or a shell that replaced the manager's program (see main.cpp).
     bool plain() const { return manager.name() == "none"; }
 
+    // A plain init's child is no manager called "none".
+    std::string mainChildName() const { return plain() ? "main child" : manager.name(); }
+
     // A plain init (like tini) stays quiet about its one child; a manager's start is news.
     spdlog::level::level_enum lifecycleLevel() const { return plain() ? spdlog::level::debug : spdlog::level::info; }
 
@@ -134,7 +137,7 @@ struct Init::Loop {
             return false;
         }
         reaper.watch(main_pid, [this](pid_t, int status) { onMainChildExit(status); });
-        spdlog::log(lifecycleLevel(), "started {} (pid {}): {}", manager.name(), main_pid, fmt::join(argv, " "));
+        spdlog::log(lifecycleLevel(), "started {} (pid {}): {}", mainChildName(), main_pid, fmt::join(argv, " "));
         return true;
     }
 
@@ -165,7 +168,9 @@ struct Init::Loop {
     void runStartSteps(bool ready = true) {
         auto steps = manager.startSteps();
         runSteps(steps, 0, config.manager.step_timeout, ++sequence, [this, ready, total = steps.size()](std::size_t failed) {
-            if (failed == 0 && ready) spdlog::log(lifecycleLevel(), "{} started", manager.name());
+            // A plain init has no start steps: "started main child" said it all.
+            if (plain()) {}
+            else if (failed == 0 && ready) spdlog::info("{} started", manager.name());
             else if (failed == 0) spdlog::debug("{}: start steps done ({}), though it was not ready", manager.name(), total);
             else spdlog::error("{} did not start: {} of {} start steps failed", manager.name(), failed, total);
             if (deployer) deployer->managerReady();
@@ -318,7 +323,7 @@ struct Init::Loop {
         if (deployer) deployer->shutdown(); // nothing left to deploy to
         // The init sends SIGKILL only once its grace is over: any other is the OOM killer's, or someone's kill -9.
         bool foreign_kill = WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL && !killing;
-        spdlog::log(lifecycleLevel(), "{} (pid {}) {}{}", plain() ? "main child" : manager.name(), main_pid, describeStatus(status),
+        spdlog::log(lifecycleLevel(), "{} (pid {}) {}{}", mainChildName(), main_pid, describeStatus(status),
                     foreign_kill ? ", which nixproc-init did not send (the OOM killer?)" : "");
     }
 

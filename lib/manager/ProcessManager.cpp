@@ -159,7 +159,9 @@ std::optional<ProfileSnapshot> ProcessManager::inventory(const std::string& prof
 void requireProgram(const std::string& manager, const std::string& program) {
     auto resolved = resolveCommand(program, std::getenv("PATH"));
     if (resolved.error)
-        throw ManagerError(manager + ": cannot run " + program + ": " + resolved.error.message(), resolved.exitCode());
+        // A plain init (process_manager none) runs a command, not a manager called "none".
+        throw ManagerError((manager == "none" ? "" : manager + ": ") + "cannot run " + program + ": " + resolved.error.message(),
+                           resolved.exitCode());
 }
 
 void ProcessManager::check() const {

@@ -252,3 +252,14 @@ TEST_CASE("a SIGKILL the init did not send names the OOM killer as a possible se
     }
 }
 
+TEST_CASE("the plain init names neither a manager called none when its command cannot run nor when it starts", "[pid1]") {
+    Child missing(inPidNamespace({initBinary(), "-v", "--", "no-such-command-here"}));
+    CHECK(missing.wait() == 127);
+    CHECK_THAT(missing.stderrText(), Catch::Contains("cannot run no-such-command-here: No such file or directory"));
+    CHECK_THAT(missing.stderrText(), !Catch::Contains("none"));
+
+    Child started(inPidNamespace({initBinary(), "-v", "--", "true"}));
+    CHECK(started.wait() == 0);
+    CHECK_THAT(started.stderrText(), Catch::Contains("started main child (pid 2): true"));
+    CHECK_THAT(started.stderrText(), !Catch::Contains("none"));
+}
