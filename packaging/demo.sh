@@ -13,18 +13,6 @@
 # (README.md walks through adding webapp2). Ctrl-C stops it.
 set -eu
 cd "$(dirname "$0")/.."
-# podman's --ulimit flags where root may not raise a limit (no CAP_SYS_RESOURCE, as on this
-# project's machines): podman's defaults for root are above the hard limits, and every RUN step and
-# run fails with "error setting rlimit". Open files: this shell's hard limit. Processes: that, but
-# at most kernel.pid_max, to which podman lowers its own limit before it starts the runtime.
-# From /proc/self/limits, as `ulimit` has no portable option for processes.
-podman_limits() {
-    awk -v pid_max="$(cat /proc/sys/kernel/pid_max)" '
-        function hard(v) { return v == "unlimited" ? -1 : v + 0 }
-        /^Max open files/ { files = hard($(NF-1)) }
-        /^Max processes/  { procs = hard($(NF-1)); if (procs < 0 || procs > pid_max) procs = pid_max }
-        END { printf "--ulimit nofile=%d:%d --ulimit nproc=%d:%d\n", files, files, procs, procs }' /proc/self/limits
-}
 if [ "${1:-}" = "--in" ]; then
     engine=${2:?"demo.sh --in docker|podman"}
     if [ "$engine" = docker ] && ! docker info >/dev/null 2>&1; then
@@ -34,7 +22,7 @@ if [ "${1:-}" = "--in" ]; then
     packaging/docker/build-images.sh "$engine"
     echo "demo: try: curl -H 'Host: webapp.local' http://localhost:8080; edit: $engine exec -it nixproc-demo vi /etc/nixproc/processes.nix" >&2
     limits=""
-    [ "$engine" = podman ] && limits=$(podman_limits)
+    [ "$engine" = podman ] && limits=$(packaging/docker/podman-limits.sh)
     # shellcheck disable=SC2086
     exec "$engine" run --rm -it --name nixproc-demo -p 8080:8080 $limits nixproc-demo:latest
 fi

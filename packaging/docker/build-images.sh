@@ -50,18 +50,6 @@ stamp=$( { echo "$recipe $release"; echo "$sources"; echo "$mirror"; echo "$buil
 
 log() { echo "build-images.sh: $*" >&2; }
 
-# podman's --ulimit flags where root may not raise a limit (no CAP_SYS_RESOURCE, as on this
-# project's machines): podman's defaults for root are above the hard limits, and every RUN step and
-# run fails with "error setting rlimit". Open files: this shell's hard limit. Processes: that, but
-# at most kernel.pid_max, to which podman lowers its own limit before it starts the runtime.
-# From /proc/self/limits, as `ulimit` has no portable option for processes.
-podman_limits() {
-    awk -v pid_max="$(cat /proc/sys/kernel/pid_max)" '
-        function hard(v) { return v == "unlimited" ? -1 : v + 0 }
-        /^Max open files/ { files = hard($(NF-1)) }
-        /^Max processes/  { procs = hard($(NF-1)); if (procs < 0 || procs > pid_max) procs = pid_max }
-        END { printf "--ulimit nofile=%d:%d --ulimit nproc=%d:%d\n", files, files, procs, procs }' /proc/self/limits
-}
 
 # Installs PACKAGES into the root file system DIR from its own apt sources.
 chroot_install() {
@@ -146,7 +134,7 @@ for variant in base build demo; do
 done
 version=$(sed -n 's/^project(nixproc-init VERSION \([0-9.]*\).*/\1/p' "$source_dir/CMakeLists.txt")
 limits=""
-[ "$engine" = podman ] && limits=$(podman_limits)
+[ "$engine" = podman ] && limits=$("$here/podman-limits.sh")
 for target in init demo; do
     started=$(date +%s)
     log "$engine build --target $target"
