@@ -2,7 +2,8 @@
 """The container engines the container tests run under, each kept apart from the host's own:
 
     docker   dockerd started here, with its own socket, exec root and data root
-             (--iptables=false --ip6tables=false: it leaves the host's firewall alone)
+             (--iptables=false --ip6tables=false: it leaves the host's firewall alone; a bridge
+             of its own, not docker0, which a dockerd of the host may own)
     podman   its own containers.conf (runtime runc: crun fails on this host's hybrid cgroups; the
              ulimits root may set here) and storage.conf (its own graph and run roots)
 
@@ -20,6 +21,7 @@ import it: Engine(name, state).command(...) is the engine's argv, Engine.env its
 """
 import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -108,7 +110,7 @@ class Engine:
         log_path = os.path.join(self.state, "dockerd.log")
         argv = ["dockerd", "--data-root", data_root, "--exec-root", os.path.join(self.run_dir, "exec"),
                 "--pidfile", os.path.join(self.run_dir, "dockerd.pid"), "-H", f"unix://{self.socket}",
-                "--iptables=false", "--ip6tables=false"]
+                "--iptables=false", "--ip6tables=false", "--bridge", self._make_bridge()]
         with open(log_path, "w") as out:
             dockerd = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=self.env,
                                        start_new_session=True)
@@ -123,14 +125,33 @@ class Engine:
             time.sleep(0.2)
         log(f"dockerd (pid {dockerd.pid}) answers on {self.socket} after {time.monotonic() - started:.1f} s")
 
+    def _bridge_name(self):
+        return "nxp" + self.run_dir.rsplit("-", 1)[1][:12]  # at most 15 characters, as Linux wants
+
+    def _make_bridge(self):
+        """A bridge of this dockerd's own (not docker0, which a dockerd of the host may own), with a
+        /24 of 10.200-249.x.0 picked by the state folder; published ports reach it through
+        docker-proxy on the host, nothing is routed further (--iptables=false)."""
+        name = self._bridge_name()
+        h = bytes.fromhex(self.run_dir.rsplit("-", 1)[1][:4])
+        address = f"10.{200 + h[0] % 50}.{h[1]}.1/24"
+        if subprocess.run(["ip", "link", "show", name], capture_output=True).returncode != 0:
+            for argv in (["ip", "link", "add", "name", name, "type", "bridge"],
+                         ["ip", "addr", "add", address, "dev", name], ["ip", "link", "set", name, "up"]):
+                result = subprocess.run(argv, capture_output=True, text=True)
+                if result.returncode != 0:
+                    raise SystemExit(f"engine.py: {' '.join(argv)}: {result.stderr.strip()}")
+        return name
+
     def _stop_dockerd(self):
         pidfile = os.path.join(self.run_dir, "dockerd.pid")
         try:
             pid = int(open(pidfile).read().strip())
             cmdline = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
         except (OSError, ValueError):
-            return
+            pid, cmdline = None, []
         if not cmdline or os.path.basename(cmdline[0]) != b"dockerd":
+            self._remove_bridge_and_run_dir()
             return
         # The containers first, so that dockerd's own shutdown has nothing to wait for.
         names = self.run("ps", "-aq", check=False, timeout=30).stdout.split()
@@ -144,14 +165,22 @@ class Engine:
             log(f"dockerd (pid {pid}) still runs 30 s after SIGTERM: SIGKILL")
             os.kill(pid, signal.SIGKILL)
         log(f"dockerd (pid {pid}) stopped")
+        self._remove_bridge_and_run_dir()
+
+    def _remove_bridge_and_run_dir(self):
+        subprocess.run(["ip", "link", "del", self._bridge_name()], capture_output=True)
+        shutil.rmtree(self.run_dir, ignore_errors=True)
 
     def _write_podman_conf(self):
         storage = os.path.join(CACHE, "podman")
         os.makedirs(storage, exist_ok=True)
+        # What build-images.sh and demo.sh pass (packaging/docker/podman-limits.sh says why).
+        flags = subprocess.run([os.path.join(SOURCE_DIR, "packaging/docker/podman-limits.sh")],
+                               capture_output=True, text=True, check=True).stdout.split()
+        ulimits = ", ".join(f'"{value}"' for option, value in zip(flags[::2], flags[1::2]) if option == "--ulimit")
         with open(self.env["CONTAINERS_CONF"], "w") as f:
             f.write('[containers]\n'
-                    '# root here cannot raise limits above the host\'s\n'
-                    'default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]\n'
+                    f'default_ulimits = [{ulimits}]\n'
                     '[engine]\n'
                     '# crun fails on this host\'s hybrid cgroups (v1 + unified)\n'
                     'runtime = "runc"\n'
