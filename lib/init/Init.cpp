@@ -163,16 +163,19 @@ struct Init::Loop {
         });
     }
 
+    void sayStarted(bool ready, std::size_t failed, std::size_t total) const {
+        if (failed != 0) spdlog::error("{} did not start: {} of {} start steps failed", manager.name(), failed, total);
+        else if (ready) spdlog::info("{} started", manager.name());
+        else spdlog::debug("{}: start steps done ({}), though it was not ready", manager.name(), total);
+    }
+
     // A failed step is never "started", nor a manager that was not ready: the deployer still
     // runs (a switch may repair it).
     void runStartSteps(bool ready = true) {
         auto steps = manager.startSteps();
         runSteps(steps, 0, config.manager.step_timeout, ++sequence, [this, ready, total = steps.size()](std::size_t failed) {
             // A plain init has no start steps: "started main child" said it all.
-            if (plain()) {}
-            else if (failed == 0 && ready) spdlog::info("{} started", manager.name());
-            else if (failed == 0) spdlog::debug("{}: start steps done ({}), though it was not ready", manager.name(), total);
-            else spdlog::error("{} did not start: {} of {} start steps failed", manager.name(), failed, total);
+            if (!plain()) sayStarted(ready, failed, total);
             if (deployer) deployer->managerReady();
         });
     }
@@ -247,13 +250,13 @@ struct Init::Loop {
     void continueAfterStop(int sig) {
         if (sig != SIGTSTP) {
             spdlog::warn("{} (pid {}) stopped by {}: it used the terminal from the background; as PID 1 "
-                         "nothing resumes it but kill -CONT {}", manager.name(), main_pid, signalName(sig), main_pid);
+                         "nothing resumes it but kill -CONT {}", mainChildName(), main_pid, signalName(sig), main_pid);
             return;
         }
         if (::kill(-main_pid, SIGCONT) != 0 && errno != ESRCH)
             spdlog::warn("cannot continue {}: {}", main_pid, std::strerror(errno));
         spdlog::log(lifecycleLevel(), "{} (pid {}) stopped by SIGTSTP: continued, as PID 1 has no shell to resume it",
-                    manager.name(), main_pid);
+                    mainChildName(), main_pid);
     }
 
     // Returns once the init is continued. The signal is unblocked just for this; the kernel drops
