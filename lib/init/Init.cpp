@@ -79,6 +79,7 @@ struct Init::Loop {
         if (!startMainChild()) return exit_code;
         leaveStartFolder();
         startDeployer();
+        if (ready) ready->pid = main_pid;
         if (ready) awaitReady(*ready, Clock::now(), milliseconds(10));
         else runStartSteps();
         io.run();

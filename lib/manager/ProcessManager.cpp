@@ -6,6 +6,7 @@
 #include "process/CommandPath.hpp"
 #include "process/ExitStatus.hpp"
 
+#include <algorithm>
 #include <cctype>
 #include <cerrno>
 #include <csignal>
@@ -14,6 +15,7 @@
 #include <arpa/inet.h>
 #include <cstdint>
 #include <fcntl.h>
+#include <fstream>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -59,7 +61,23 @@ bool pidfileSettled(const std::string& path, std::chrono::milliseconds settle, s
 
 } // namespace
 
+bool catchesSignals(pid_t pid, const std::vector<int>& signals) {
+    std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+    if (!status) return true;
+    for (std::string line; std::getline(status, line);) {
+        if (!line.starts_with("SigCgt:")) continue;
+        unsigned long long caught = std::strtoull(line.c_str() + 7, nullptr, 16);
+        return std::all_of(signals.begin(), signals.end(), [caught](int sig) { return sig > 0 && sig <= 64 && (caught >> (sig - 1)) & 1; });
+    }
+    return true;
+}
+
 bool ReadinessProbe::ready() const {
+    bool answers = answersNow();
+    return answers && (catches.empty() || pid <= 0 || catchesSignals(pid, catches));
+}
+
+bool ReadinessProbe::answersNow() const {
     if (kind == Kind::FifoReader) {
         // Only a FIFO says whether someone reads it: a regular file or /dev/null opens for writing
         // as well, and a device may act on being opened (a watchdog), so nothing else is opened.

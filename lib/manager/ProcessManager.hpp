@@ -12,6 +12,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <sys/types.h>
 #include <vector>
 
 namespace nixproc {
@@ -35,8 +36,22 @@ struct ReadinessProbe {
     // `written_after` (a file left by a previous run of the container is no sign of life).
     std::chrono::milliseconds settle{};
     std::chrono::system_clock::time_point written_after{};
+    // Signals the manager catches once it has set itself up, and its pid (the Init fills it in):
+    // supervisord listens on its socket a moment before it installs its handlers
+    // (supervisord.py run(): openhttpservers, then setsignals), and a SIGUSR2 passed on in
+    // between kills it. Ready only when /proc/PID/status says they are caught; without /proc
+    // the check is skipped.
+    std::vector<int> catches{};
+    pid_t pid = 0;
     bool ready() const; // non-blocking, answers at once
+
+private:
+    bool answersNow() const;
 };
+
+// Whether /proc/PID/status lists every one of `signals` as caught (SigCgt); also true when it
+// cannot be read (no /proc: nothing to tell).
+bool catchesSignals(pid_t pid, const std::vector<int>& signals);
 
 // Process instance → identity (what its entry resolves to: a store path changes with content).
 // Two inventories of a profile, before and after a switch, make the deployment plan.

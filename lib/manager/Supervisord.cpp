@@ -252,6 +252,14 @@ public:
     }
 
     std::optional<ReadinessProbe> readiness() const override {
+        auto probe = answering();
+        // Its handlers are installed after its socket listens (see ReadinessProbe::catches); a
+        // COMMAND that replaced supervisord (a wrapper that does not exec it) catches what it likes.
+        if (commandRole() == CommandRole::Manager) probe.catches = {SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGCHLD, SIGUSR2};
+        return probe;
+    }
+
+    ReadinessProbe answering() const {
         if (!settings().socket.empty()) return ReadinessProbe{ReadinessProbe::Kind::UnixSocket, settings().socket};
         if (!settings().inet_address.empty()) return ReadinessProbe{ReadinessProbe::Kind::TcpPort, settings().inet_address};
         // A pidfile older than this call (the Init asks before it starts supervisord) is a

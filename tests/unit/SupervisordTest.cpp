@@ -20,6 +20,9 @@
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <cstring>
 #include <unistd.h>
 
 using namespace nixproc;
@@ -495,4 +498,55 @@ TEST_CASE("a COMMAND that replaces supervisord is said once, with what the init 
           "leave the COMMAND out, or start supervisord from it");
     config.manager.command = {};
     CHECK(replacedCommandNotice(*makeProcessManager(config), "COMMAND").empty());
+}
+
+namespace {
+void onSignal(int) {}
+} // namespace
+
+TEST_CASE("a socket that answers is no ready supervisord until supervisord catches the signals it handles", "[supervisord][signals]") {
+    Scratch s;
+    Config config;
+    config.process_manager = ManagerKind::Supervisord;
+    config.manager.config = write(s.dir + "/supervisord.conf", "[unix_http_server]\nfile=%(here)s/supervisor.sock\n\n[include]\nfiles=conf.d/*\n");
+    // supervisord itself as the command (whatever its folder), not a wrapper that may catch otherwise.
+    config.manager.command = {write(s.dir + "/bin/supervisord", "#!/bin/sh\n", 0755)};
+    auto manager = makeProcessManager(config);
+    REQUIRE_NOTHROW(manager->check());
+    auto probe = manager->readiness();
+    REQUIRE(probe);
+    CHECK(probe->catches == std::vector<int>{SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGCHLD, SIGUSR2});
+
+    // The socket listens (as after supervisord's openhttpservers), in a child that has not yet
+    // installed its handlers (setsignals comes next); it installs them when told on `go`.
+    int listener = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strcpy(addr.sun_path, probe->path.c_str());
+    REQUIRE(::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+    REQUIRE(::listen(listener, 4) == 0);
+    int go[2], done[2];
+    REQUIRE(::pipe(go) == 0);
+    REQUIRE(::pipe(done) == 0);
+    pid_t child = ::fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {
+        char c;
+        if (::read(go[0], &c, 1) != 1) ::_exit(1);
+        for (int sig : {SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGCHLD, SIGUSR2}) std::signal(sig, onSignal);
+        if (::write(done[1], "x", 1) != 1) ::_exit(1);
+        ::pause();
+        ::_exit(0);
+    }
+    probe->pid = child;
+    CHECK_FALSE(probe->ready());
+    REQUIRE(::write(go[1], "x", 1) == 1);
+    char c;
+    REQUIRE(::read(done[0], &c, 1) == 1);
+    CHECK(probe->ready());
+    CHECK_FALSE(catchesSignals(child, {SIGUSR1}));
+
+    ::kill(child, SIGKILL);
+    ::waitpid(child, nullptr, 0);
+    for (int fd : {listener, go[0], go[1], done[0], done[1]}) ::close(fd);
 }
