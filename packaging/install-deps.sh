@@ -8,9 +8,9 @@ set -eu
 # pugixml (Disnix manifests).
 build="build-essential cmake pkg-config libboost1.81-dev libyaml-cpp-dev libspdlog-dev catch2 libpugixml-dev"
 # Run-time and tests: unshare/script (util-linux), ps/pkill (procps), python3 for the pty driver
-# and the Disnix stand-ins, the process managers (s6 and execline, which runs s6-rc's oneshot
-# scripts), Nix, nginx, and the inits we benchmark against.
-run="util-linux procps python3 curl hyperfine supervisor s6 execline nix-bin nginx-light tini dumb-init catatonit"
+# and the Disnix stand-ins, PyYAML for the Kubernetes manifest's test, the process managers (s6 and
+# execline, which runs s6-rc's oneshot scripts), Nix, nginx, and the inits we benchmark against.
+run="util-linux procps python3 python3-yaml curl hyperfine supervisor s6 execline nix-bin nginx-light tini dumb-init catatonit"
 # The container tests and packaging/docker/build-images.sh: both engines (podman with runc, as crun
 # fails on hybrid cgroups), and debootstrap for the base images.
 containers="docker.io podman runc debootstrap"

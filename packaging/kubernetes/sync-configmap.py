@@ -16,7 +16,12 @@ import difflib
 import os
 import sys
 
-import yaml
+try:
+    import yaml
+except ImportError:  # Debian's python3-yaml is /usr/bin/python3's; another python3 may be first on PATH
+    if os.path.realpath(sys.executable) != os.path.realpath("/usr/bin/python3") and os.path.exists("/usr/bin/python3"):
+        os.execv("/usr/bin/python3", ["/usr/bin/python3", *sys.argv])
+    raise
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE_DIR = os.path.dirname(os.path.dirname(HERE))
