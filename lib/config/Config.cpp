@@ -22,7 +22,7 @@
 namespace nixproc {
 namespace {
 
-constexpr std::array kSections{"watch", "deploy", "bootstrap", "nixproc", "manager", "shutdown", "log"};
+constexpr std::array kSections{"watch", "deploy", "bootstrap", "nixproc", "manager", "shutdown", "log", "gc", "control"};
 constexpr const char* kEnvPrefix = "NIXPROC_INIT_";
 
 // What the user wrote, shortened for a message that must fit on a line: a key or a value can be
@@ -122,6 +122,7 @@ constexpr std::array kManagers{std::pair{"supervisord", ManagerKind::Supervisord
                                std::pair{"none", ManagerKind::None}};
 constexpr std::array kOnBoot{std::pair{"first", OnBoot::First}, std::pair{"changed", OnBoot::Changed},
                              std::pair{"always", OnBoot::Always}, std::pair{"never", OnBoot::Never}};
+constexpr std::array kOnFailure{std::pair{"keep", OnFailure::Keep}, std::pair{"rollback", OnFailure::Rollback}};
 constexpr std::array kFormats{std::pair{"text", LogFormat::Text}, std::pair{"json", LogFormat::Json}};
 constexpr std::array kLevels{std::pair{"trace", 0}, std::pair{"debug", 1}, std::pair{"info", 2},
                              std::pair{"warn", 3}, std::pair{"error", 4}};
@@ -158,6 +159,16 @@ const std::vector<std::pair<std::string, Setter>>& keys() {
         {"deploy.allow_insecure_model", [](Config& c, N n, O o) { c.deploy.allow_insecure_model = boolean(n, o); }},
         {"deploy.retries", [](Config& c, N n, O o) { c.deploy.retries = static_cast<unsigned>(whole(n, o, 0, 100, "tries")); }},
         {"deploy.retry_backoff_s", [](Config& c, N n, O o) { c.deploy.retry_backoff = std::chrono::seconds(whole(n, o, 1, 3600, "seconds")); }},
+        {"deploy.on_failure", [](Config& c, N n, O o) { c.deploy.on_failure = choice(n, o, kOnFailure); }},
+        {"gc.keep_generations", [](Config& c, N n, O o) { c.gc.keep_generations = static_cast<unsigned>(whole(n, o, 0, 100000, "generations")); }},
+        {"gc.collect_after_deployments", [](Config& c, N n, O o) {
+             c.gc.collect_after_deployments = static_cast<unsigned>(whole(n, o, 0, 100000, "deployments"));
+         }},
+        {"gc.collect_every_h", [](Config& c, N n, O o) {
+             c.gc.collect_every = std::chrono::seconds(std::llround(number(n, o, 0, 24 * 366, "hours") * 3600));
+         }},
+        {"gc.timeout_s", [](Config& c, N n, O o) { c.gc.timeout = std::chrono::seconds(whole(n, o, 1, 7 * 86400, "seconds")); }},
+        {"control.socket", [](Config& c, N n, O o) { c.control.socket = text(n, o).empty() ? "" : path(n, o); }},
         {"bootstrap.channel", [](Config& c, N n, O o) { c.bootstrap.channel = text(n, o); }},
         {"bootstrap.timeout_s", [](Config& c, N n, O o) { c.bootstrap.timeout = std::chrono::seconds(whole(n, o, 1, 86400, "seconds")); }},
         {"nixproc.state_dir", [](Config& c, N n, O o) { c.nixproc.state_dir = path(n, o); }},
@@ -513,7 +524,15 @@ std::string renderConfig(const Config& c) {
     out << YAML::Key << "on_boot" << YAML::Value << nameOf(c.deploy.on_boot, kOnBoot);
     out << YAML::Key << "allow_insecure_model" << YAML::Value << c.deploy.allow_insecure_model;
     out << YAML::Key << "retries" << YAML::Value << c.deploy.retries;
-    out << YAML::Key << "retry_backoff_s" << YAML::Value << c.deploy.retry_backoff.count() << YAML::EndMap;
+    out << YAML::Key << "retry_backoff_s" << YAML::Value << c.deploy.retry_backoff.count();
+    out << YAML::Key << "on_failure" << YAML::Value << nameOf(c.deploy.on_failure, kOnFailure) << YAML::EndMap;
+    out << YAML::Key << "gc" << YAML::Value << YAML::BeginMap;
+    out << YAML::Key << "keep_generations" << YAML::Value << c.gc.keep_generations;
+    out << YAML::Key << "collect_after_deployments" << YAML::Value << c.gc.collect_after_deployments;
+    out << YAML::Key << "collect_every_h" << YAML::Value << static_cast<double>(c.gc.collect_every.count()) / 3600.0;
+    out << YAML::Key << "timeout_s" << YAML::Value << c.gc.timeout.count() << YAML::EndMap;
+    out << YAML::Key << "control" << YAML::Value << YAML::BeginMap;
+    out << YAML::Key << "socket" << YAML::Value << Printable{c.control.socket} << YAML::EndMap;
     out << YAML::Key << "bootstrap" << YAML::Value << YAML::BeginMap;
     out << YAML::Key << "channel" << YAML::Value << Printable{c.bootstrap.channel};
     out << YAML::Key << "timeout_s" << YAML::Value << c.bootstrap.timeout.count() << YAML::EndMap;

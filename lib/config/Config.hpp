@@ -15,6 +15,7 @@ namespace nixproc {
 enum class ManagerKind { Supervisord, S6Rc, SysVinit, Disnix, None };
 enum class OnBoot { First, Changed, Always, Never };
 enum class LogFormat { Text, Json };
+enum class OnFailure { Keep, Rollback };
 
 struct Config {
     ManagerKind process_manager = ManagerKind::None;
@@ -38,7 +39,22 @@ struct Config {
         // again up to `retries` times, after retry_backoff, doubled each time (at most an hour).
         unsigned retries = 3;
         std::chrono::seconds retry_backoff{10};
+        // A switch that failed (or timed out) may have left services half updated: `rollback`
+        // switches back to the generation that ran before, as `nixproc-initctl rollback` does.
+        OnFailure on_failure = OnFailure::Keep;
     } deploy;
+    // Housekeeping of the profile and the Nix store, off unless set; never while a deployment runs.
+    struct {
+        unsigned keep_generations = 0;          // delete all but the last N generations of the profile; 0 keeps all
+        unsigned collect_after_deployments = 0; // nix-collect-garbage after every K successful deployments; 0: never
+        std::chrono::seconds collect_every{0};  // and/or every so often; 0: never
+        std::chrono::seconds timeout{3600};     // each gc command, at most
+        bool enabled() const { return keep_generations || collect_after_deployments || collect_every.count(); }
+    } gc;
+    struct {
+        // The control socket nixproc-initctl talks to; "" for none.
+        std::string socket = "/run/nixproc-init/control.sock";
+    } control;
     struct {
         // Added and updated before the first deployment, as upstream's bootstrap does; "" skips it.
         // Skipped too when root's channels profile already exists.

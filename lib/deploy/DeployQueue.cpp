@@ -30,10 +30,20 @@ namespace fs = std::filesystem;
 
 
 struct Request {
-    std::string trigger; // boot | watch | signal | retry
+    Trigger trigger = Trigger::Boot;
     bool force = false;  // deploy even when the model is as last deployed
     std::vector<std::string> changed; // watch: what the saves changed (ModelWatcher's names)
+    // Rollback, AutoRollback: the generation to go back to (resolved when the request is made).
+    std::optional<unsigned> generation;
+    std::vector<DeployObserver> observers; // told when it starts and ends (initctl --wait)
+
+    bool rollback() const { return trigger == Trigger::Rollback || trigger == Trigger::AutoRollback; }
 };
+
+void tell(const std::vector<DeployObserver>& observers, const DeployEvent& event) {
+    for (const auto& observer : observers)
+        if (observer) observer(event);
+}
 
 // How much more likely than the manager a deployment's job is to be picked by the OOM killer: a
 // nix-build killed is tried again, a supervisord killed takes the container down.
@@ -85,14 +95,16 @@ struct DeployQueue::Impl {
     std::string copy_folder;  // where each deployment's copy of the model is written
     DeployState state;
     std::optional<ModelWatcher> watcher;
-    bool ready = false, stopped = false;
+    std::string watcher_problem;          // why edits are not watched, when they should be
+    DeployStage stage = DeployStage::WaitingForManager; // see enter()
     std::optional<Request> pending;       // what to deploy after the running one (or once ready)
+    std::vector<DeployObserver> observers; // of the running deployment
+    std::map<Outcome, unsigned> by_outcome; // deployments ended since the init started
     std::shared_ptr<ChildJob> job;        // the step of the running deployment
     std::optional<DeploymentRecord> current;
     std::string model_copy;               // the running deployment's copy of processes.nix
     bool switch_ran = false;              // the running deployment got as far as the switch
     std::string profile_before;           // the profile's generation when the switch started
-    std::string rollback_hint;            // "nixproc-sysvinit-switch -p web --rollback", "" for another command
     bool invocation_noted = false;        // SwitchInvocation::notes are said once
     Clock::time_point next_channel_try{};  // no channel set-up before this, after a failure
     std::chrono::seconds channel_backoff = config.deploy.retry_backoff;
@@ -118,7 +130,7 @@ struct DeployQueue::Impl {
         case StateAccess::HeldByAnother:
             // The services still run; only deploying from a shared state folder is refused.
             spdlog::error("state folder {}: {}; deployments are off", config.state_dir, why);
-            stopped = true;
+            stage = DeployStage::Stopped;
             return;
         case StateAccess::Unusable:
             // A read-only image must still deploy: without a lock and without records, so each
@@ -134,9 +146,10 @@ struct DeployQueue::Impl {
             try {
                 // The watcher is a member: it is destroyed with this, and never calls back after.
                 watcher.emplace(io, model, config.watch.debounce, [this](const std::vector<std::string>& changed) {
-                    request({"watch", false, changed});
+                    request({.trigger = Trigger::Watch, .changed = changed});
                 });
             } catch (const std::exception& e) {
+                watcher_problem = e.what();
                 spdlog::error("cannot watch {}: {}; edits will not be deployed until SIGHUP", model.path, e.what());
             }
         }
@@ -148,94 +161,129 @@ struct DeployQueue::Impl {
         std::filesystem::remove_all(temp_folder, ec);
     }
 
+    // The stage says what runs; the rest of the engine reads it rather than flags of its own.
+    void enter(DeployStage next) {
+        if (next == stage) return;
+        spdlog::debug("deploy stage {} -> {}", name(stage), name(next));
+        stage = next;
+    }
+    bool stopped() const { return stage == DeployStage::Stopped; }
+    bool waitingForManager() const { return stage == DeployStage::WaitingForManager; }
+    bool running() const { return current.has_value(); }
+
     void managerReady() {
-        ready = true;
-        if (stopped) return;
+        if (stopped()) return;
+        enter(DeployStage::Idle);
         // The last deployment never ended (the init was killed or stopped in it): whatever the
         // model's fingerprint says, what runs may be half of it.
         if (state.lastUnfinished() && config.deploy.on_boot != OnBoot::Never) {
             spdlog::info("deploy #{} did not finish ({}): deploying again", state.deployments.back().number,
-                         state.deployments.back().outcome);
-            request({"boot", true});
+                         name(state.deployments.back().outcome));
+            request({.trigger = Trigger::Boot, .force = true});
             return;
         }
         switch (config.deploy.on_boot) {
         case OnBoot::Never: break;
         case OnBoot::First:
-            if (!state.bootstrapped) request({"boot", true});
+            if (!state.bootstrapped) request({.trigger = Trigger::Boot, .force = true});
             break;
-        case OnBoot::Changed:
-            if (!state.bootstrapped || model.fingerprint() != state.deployed_fingerprint) request({"boot", true});
+        case OnBoot::Changed: {
+            auto fingerprint = model.fingerprint();
+            if (state.bootstrapped && !state.rolled_back_fingerprint.empty() && fingerprint == state.rolled_back_fingerprint)
+                spdlog::info("{} unchanged since a rollback undid its deployment: not deployed again at boot (edit it, or "
+                             "nixproc-initctl deploy)", model.fileName());
+            else if (!state.bootstrapped || fingerprint != state.deployed_fingerprint) request({.trigger = Trigger::Boot, .force = true});
             else spdlog::info("{} unchanged since deployment #{}: nothing to deploy at boot", model.fileName(), lastSuccess());
             break;
-        case OnBoot::Always: request({"boot", true}); break;
         }
-        if (pending && !current) startNext();
+        case OnBoot::Always: request({.trigger = Trigger::Boot, .force = true}); break;
+        }
+        if (pending && !running()) startNext();
     }
 
     unsigned lastSuccess() const {
         for (auto it = state.deployments.rbegin(); it != state.deployments.rend(); ++it)
-            if (it->outcome == "succeeded") return it->number;
+            if (it->outcome == Outcome::Succeeded) return it->number;
         return 0;
     }
 
     void request(Request r) {
-        if (stopped) return;
+        if (stopped()) return tell(r.observers, {.kind = DeployEvent::Kind::NotStarted, .why = "deployments are off"});
         // Coalesce: one follow-up, which reads the latest content when it starts; a forced
-        // request (SIGHUP, boot, retry) is never downgraded by a plain save.
-        if (pending && pending->trigger == "watch" && r.trigger == "watch") // both named in the follow-up
+        // request (SIGHUP, boot, retry) is never downgraded by a plain save, and a rollback is
+        // never replaced by a deployment of the model, nor the other way round, without saying so.
+        if (pending && pending->trigger == Trigger::Watch && r.trigger == Trigger::Watch) // both named in the follow-up
             for (const auto& what : r.changed)
                 if (pending->changed.size() < ModelWatcher::kMaxChangesKept &&
                     std::find(pending->changed.begin(), pending->changed.end(), what) == pending->changed.end())
                     pending->changed.push_back(what);
-        if (!pending || r.force) pending = r;
-        if (!ready) return;
-        if (current) {
-            spdlog::info("deploy #{}: still running; {} will be deployed after it", current->number, model.fileName());
+        if (!pending || r.force) {
+            std::vector<DeployObserver> waiting;
+            if (pending) {
+                waiting = std::move(pending->observers);
+                if (pending->rollback() != r.rollback()) {
+                    tell(waiting, {.kind = DeployEvent::Kind::NotStarted, .why = "replaced by a later request"});
+                    waiting.clear();
+                }
+            }
+            pending = std::move(r);
+            pending->observers.insert(pending->observers.end(), waiting.begin(), waiting.end());
+        } else {
+            pending->observers.insert(pending->observers.end(), r.observers.begin(), r.observers.end());
+        }
+        if (waitingForManager()) return;
+        if (running()) {
+            spdlog::info("deploy #{}: still running; {} after it", current->number,
+                         pending->rollback() ? "the rollback" : model.fileName() + " will be deployed");
             return;
         }
         startNext();
     }
 
     std::string triggerText(const Request& r) const {
-        const std::string& trigger = r.trigger;
-        if (trigger == "boot") return state.bootstrapped ? "at boot" : "first deployment";
-        if (trigger == "watch") return watch::describeChanges(r.changed) + " changed";
-        if (trigger == "retry") return "trying again (" + std::to_string(retries_done) + " of " + std::to_string(config.deploy.retries) + ")";
-        return "asked for by SIGHUP";
+        switch (r.trigger) {
+        case Trigger::Boot: return state.bootstrapped ? "at boot" : "first deployment";
+        case Trigger::Watch: return watch::describeChanges(r.changed) + " changed";
+        case Trigger::Retry: return "trying again (" + std::to_string(retries_done) + " of " + std::to_string(config.deploy.retries) + ")";
+        case Trigger::Signal: return "asked for by SIGHUP";
+        case Trigger::Control: return "asked for by nixproc-initctl";
+        case Trigger::Rollback: return "rollback, asked for by nixproc-initctl";
+        case Trigger::AutoRollback: return "rollback after the failed deployment (deploy.on_failure: rollback)";
+        }
+        return "?";
     }
 
     void startNext() {
-        if (!pending || stopped || current) return;
+        if (!pending || stopped() || running()) return;
         // Saves are still coming in: the file may be half-written. The watcher calls back once
         // they have been quiet for the debounce, and the follow-up starts then.
-        if (watcher && watcher->settling()) return;
-        Request r = *pending;
+        if (watcher && watcher->settling() && !pending->rollback()) return enter(DeployStage::Debouncing);
+        Request r = std::move(*pending);
         pending.reset();
+        enter(DeployStage::Idle);
+        if (r.rollback()) return startRollback(std::move(r));
         // Read once: this content is fingerprinted, checked for trust, and copied to where the
         // check and the switch read it. Later saves cannot slip into this deployment.
         auto read = model.read();
         if (!read.snapshot) {
             if (read.error.missing) spdlog::warn("{}: {}: nothing to deploy", triggerText(r), read.error.message);
             else spdlog::error("{}: cannot read the model: {}; nothing deployed", triggerText(r), read.error.message);
-            return;
+            return tell(r.observers, {.kind = DeployEvent::Kind::NotStarted, .why = read.error.message});
         }
         const ModelSnapshot& snapshot = *read.snapshot;
         if (!r.force && snapshot.fingerprint == state.deployed_fingerprint) {
             spdlog::info("{} saved, unchanged since deployment #{}: nothing to do", model.fileName(), lastSuccess());
-            return;
+            return tell(r.observers, {.kind = DeployEvent::Kind::NotStarted, .why = "unchanged"});
         }
-        ++retry_round; // a retry still scheduled is covered by this deployment
-        switch_ran = false;
-        if (r.trigger != "retry") retries_done = 0;
-        current = DeploymentRecord{.number = state.nextNumber(), .trigger = r.trigger, .fingerprint = snapshot.fingerprint,
-                                   .started = StateStore::now(), .outcome = "running"};
-        started = Clock::now();
-        state.add(*current);
-        spdlog::info("deploy #{}: {}", current->number, triggerText(r));
+        if (!r.force && snapshot.fingerprint == state.rolled_back_fingerprint) {
+            spdlog::info("{} saved, unchanged since a rollback undid its deployment: nothing to do (nixproc-initctl deploy "
+                         "deploys it again)", model.fileName());
+            return tell(r.observers, {.kind = DeployEvent::Kind::NotStarted, .why = "unchanged since the rollback"});
+        }
+        begin(r, snapshot.fingerprint);
         if (!snapshot.insecurity.empty()) {
             if (!config.deploy.allow_insecure_model)
-                return finish("refused", std::nullopt,
+                return finish(Outcome::Refused, std::nullopt,
                               snapshot.insecurity + ": whoever can write the model runs code as root through the switch "
                                                     "(fix the permissions, or set deploy.allow_insecure_model)");
             spdlog::warn("deploy #{}: {} (allowed by deploy.allow_insecure_model)", current->number, snapshot.insecurity);
@@ -244,11 +292,73 @@ struct DeployQueue::Impl {
             if (copy_folder.empty()) throw std::runtime_error("no private folder for the model's copy");
             model_copy = snapshot.writeTo(copy_folder, model.fileName());
         } catch (const std::exception& e) {
-            return finish("failed", std::nullopt, "cannot copy the model: " + std::string(e.what()));
+            return finish(Outcome::Failed, std::nullopt, "cannot copy the model: " + std::string(e.what()));
         }
         spdlog::debug("{}: deploying the copy of {} in {}", prefix(), model.folder(), copy_folder);
         record();
+        enter(DeployStage::Bootstrapping);
         bootstrapChannel([this] { checkModel(); });
+    }
+
+    // A deployment starts: numbered, recorded as running, said, and told to who waits for it.
+    void begin(Request& r, std::string fingerprint) {
+        ++retry_round; // a retry still scheduled is covered by this deployment
+        switch_ran = false;
+        if (r.trigger != Trigger::Retry) retries_done = 0;
+        current = DeploymentRecord{.number = state.nextNumber(), .trigger = r.trigger, .fingerprint = std::move(fingerprint),
+                                   .started = StateStore::now(), .outcome = Outcome::Running};
+        started = Clock::now();
+        state.add(*current);
+        spdlog::info("deploy #{}: {}", current->number, triggerText(r));
+        observers = std::move(r.observers);
+        tell(observers, {.kind = DeployEvent::Kind::Started, .number = current->number});
+    }
+
+    // A rollback is a deployment of its own: numbered, recorded, its plan said. The upstream way:
+    // the switch's own operations on the profile (see rollbackInvocation), the same environment
+    // and options as its deployments.
+    // The plan is made again when it starts: the profile may have changed since it was asked for
+    // (a deployment ran meanwhile).
+    void startRollback(Request r) {
+        RollbackPlan plan = rollbackPlan(config, manager, r.generation, environmentMap(environ));
+        begin(r, "");
+        if (!plan.refusal.empty()) return finish(Outcome::Refused, std::nullopt, plan.refusal);
+        spdlog::info("{}: from generation {} to {}", prefix(), plan.from, plan.to);
+        record();
+        enter(DeployStage::RollingBack);
+        before = manager.inventory(config.profile);
+        switch_ran = true;
+        profile_before = profileTarget();
+        runRollbackSteps(std::move(plan.invocation), 0);
+    }
+
+    void runRollbackSteps(SwitchInvocation invocation, std::size_t next) {
+        if (next >= invocation.steps.size()) {
+            sayPlan();
+            return finish(Outcome::Succeeded, 0, "");
+        }
+        auto argv = invocation.steps[next];
+        run({.argv = argv, .environment = invocation.environment, .log_prefix = prefix() + " |",
+             .keep_group_on_success = manager.switchStartsServices()},
+            [this, invocation = std::move(invocation), next, program = argv.front()](const JobResult& r) mutable {
+            if (r.ok()) return runRollbackSteps(std::move(invocation), next + 1);
+            sayPlan();
+            if (!r.started) {
+                if (next == 0) switch_ran = false; // nothing was touched
+                return finish(shortOfResources(r) ? Outcome::Interrupted : Outcome::Failed, r.exit_code, r.description);
+            }
+            if (killedFromOutside(r)) return finish(Outcome::Interrupted, r.exit_code, program + " was " + killedHow(r));
+            finish(r.timed_out ? Outcome::TimedOut : Outcome::Failed, r.exit_code,
+                   program + " " + r.description + (r.timed_out ? " after deploy.timeout_s " + std::to_string(config.deploy.timeout.count()) + " s" : ""));
+        });
+    }
+
+    // The plan, from the profile's inventory before and after: what the services went through.
+    void sayPlan() {
+        if (auto after = manager.inventory(config.profile); before && after) {
+            current->plan = diffProfiles(*before, *after).describe();
+            spdlog::info("{}: {}", prefix(), current->plan);
+        }
     }
 
     // Upstream's bootstrap adds a channel and updates it before its first switch
@@ -313,27 +423,28 @@ struct DeployQueue::Impl {
 
     void checkModel() {
         if (config.deploy.check.empty()) return switchModel();
+        enter(DeployStage::Checking);
         auto argv = config.deploy.check;
         argv.push_back(model_copy);
         run({.argv = argv, .log_prefix = prefix() + " check |", .output_only_on_failure = true},
             [this, program = argv.front()](const JobResult& r) {
             if (r.ok()) return switchModel();
-            if (!r.started) return finish(shortOfResources(r) ? "interrupted" : "failed", r.exit_code, "deploy.check: " + r.description);
-            if (killedFromOutside(r)) return finish("interrupted", r.exit_code, "deploy.check (" + program + ") was " + killedHow(r));
+            if (!r.started) return finish(shortOfResources(r) ? Outcome::Interrupted : Outcome::Failed, r.exit_code, "deploy.check: " + r.description);
+            if (killedFromOutside(r)) return finish(Outcome::Interrupted, r.exit_code, "deploy.check (" + program + ") was " + killedHow(r));
             // Its status does not tell a model that does not evaluate from a machine that cannot
             // evaluate it (out of memory, no permission on /nix): its output does.
-            finish("failed", r.exit_code,
+            finish(Outcome::Failed, r.exit_code,
                    "deploy.check failed: " + program + " " + r.description + (r.last_line.empty() ? "" : " (its output above says why)") +
                        ": not switching");
         });
     }
 
     void switchModel() {
+        enter(DeployStage::Switching);
         before = manager.inventory(config.profile);
         switch_ran = true;
         profile_before = profileTarget();
         SwitchInvocation invocation = switchInvocation(config, manager, model_copy, environmentMap(environ));
-        rollback_hint = invocation.rollback_command;
         if (!invocation_noted) {
             for (const auto& note : invocation.notes) spdlog::warn("{}: {}", prefix(), note);
             invocation_noted = true;
@@ -341,18 +452,15 @@ struct DeployQueue::Impl {
         run({.argv = invocation.argv, .environment = invocation.environment, .log_prefix = prefix() + " |",
              .keep_group_on_success = manager.switchStartsServices()},
             [this](const JobResult& r) {
-            if (auto after = manager.inventory(config.profile); before && after) {
-                current->plan = diffProfiles(*before, *after).describe();
-                spdlog::info("{}: {}", prefix(), current->plan);
-            }
-            if (r.ok()) return finish("succeeded", 0, "");
+            sayPlan();
+            if (r.ok()) return finish(Outcome::Succeeded, 0, "");
             if (!r.started) {
                 switch_ran = false; // nothing was touched
-                return finish(shortOfResources(r) ? "interrupted" : "failed", r.exit_code, r.description);
+                return finish(shortOfResources(r) ? Outcome::Interrupted : Outcome::Failed, r.exit_code, r.description);
             }
             if (killedFromOutside(r))
-                return finish("interrupted", r.exit_code, config.deployCommand().front() + " was " + killedHow(r));
-            finish(r.timed_out ? "timed out" : "failed", r.exit_code,
+                return finish(Outcome::Interrupted, r.exit_code, config.deployCommand().front() + " was " + killedHow(r));
+            finish(r.timed_out ? Outcome::TimedOut : Outcome::Failed, r.exit_code,
                    config.deployCommand().front() + " " + r.description +
                        (r.timed_out ? " after deploy.timeout_s " + std::to_string(config.deploy.timeout.count()) + " s" : ""));
         });
@@ -371,7 +479,7 @@ struct DeployQueue::Impl {
                               [this, number = current->number, done = std::move(done)](const JobResult& r) {
             if (!current || current->number != number) return;
             job.reset();
-            if (stopped && current) return finish("interrupted", r.exit_code, "stopped by the shutdown");
+            if (stopped() && current) return finish(Outcome::Interrupted, r.exit_code, "stopped by the shutdown");
             done(r);
         });
     }
@@ -392,36 +500,81 @@ struct DeployQueue::Impl {
         if (!switch_ran) return "the running services are as they were";
         std::string after = profileTarget();
         std::string profile = after == profile_before ? "the profile was not switched" : "the profile was switched to " + after;
+        auto generation = generationOf(profile_before);
         return profile + ", but services may be partly updated (the switch's output above says which); the next "
                          "change or SIGHUP deploys again" +
-               (rollback_hint.empty() ? "" : ", `" + rollback_hint + "` goes back to the previous generation");
+               (!generation || config.deploy.on_failure == OnFailure::Rollback ||
+                        !rollbackPlan(config, manager, generation, environmentMap(environ)).refusal.empty()
+                    ? ""
+                    : ", `nixproc-initctl rollback --to " + std::to_string(*generation) + "` goes back to the generation that ran before");
     }
 
     // The state file first, then the log line: whoever reads the log may rely on the record.
-    void finish(const std::string& outcome, std::optional<int> exit_code, const std::string& why) {
+    void finish(Outcome outcome, std::optional<int> exit_code, const std::string& why) {
         double secs = std::chrono::duration<double>(Clock::now() - started).count();
+        bool was_rollback = current->trigger == Trigger::Rollback || current->trigger == Trigger::AutoRollback;
         current->outcome = outcome;
         current->exit_code = exit_code;
         current->ended = StateStore::now();
-        if (outcome == "succeeded") {
+        current->generation = generationOf(profileTarget());
+        ++by_outcome[outcome];
+        if (outcome == Outcome::Succeeded) {
             state.bootstrapped = true;
-            state.deployed_fingerprint = current->fingerprint;
             retries_done = 0;
+            if (was_rollback) {
+                // What runs is no model the init knows: the model as it is now is not deployed
+                // again until it changes, at boot included.
+                state.deployed_fingerprint.clear();
+                state.rolled_back_fingerprint = model.fingerprint().value_or("");
+            } else {
+                state.deployed_fingerprint = current->fingerprint;
+                state.rolled_back_fingerprint.clear();
+            }
         }
         record();
-        if (outcome == "succeeded") spdlog::info("{}: done in {:.1f} s", prefix(), secs);
-        else spdlog::error("{}: {} after {:.1f} s: {}; {}", prefix(), outcome, secs, why, servicesAfterFailure());
+        if (outcome == Outcome::Succeeded) spdlog::info("{}: done in {:.1f} s", prefix(), secs);
+        else spdlog::error("{}: {} after {:.1f} s: {}; {}", prefix(), name(outcome), secs, why, servicesAfterFailure());
+        DeployEvent ended{.kind = DeployEvent::Kind::Ended, .number = current->number, .outcome = outcome, .why = why};
+        std::string before_switch = profile_before;
+        bool touched = switch_ran;
         current.reset();
-        if (outcome == "timed out" || outcome == "interrupted") scheduleRetry();
-        else if (outcome != "succeeded" && !stopped) spdlog::info("the next change of the model (or SIGHUP) deploys again");
+        tell(std::exchange(observers, {}), ended);
+        if (was_rollback) {
+            if (outcome != Outcome::Succeeded && !stopped()) spdlog::info("the next change of the model (or SIGHUP) deploys again");
+        } else if ((outcome == Outcome::Failed || outcome == Outcome::TimedOut) && touched &&
+                   config.deploy.on_failure == OnFailure::Rollback && !stopped()) {
+            rollBackAfterFailure(before_switch);
+        } else if (outcome == Outcome::TimedOut || outcome == Outcome::Interrupted) {
+            scheduleRetry();
+        } else if (outcome != Outcome::Succeeded && !stopped()) {
+            spdlog::info("the next change of the model (or SIGHUP) deploys again");
+        }
         startNext();
+    }
+
+    // deploy.on_failure: rollback. The switch ran, failed, and had switched the profile: back to
+    // the generation that ran before it. A switch that failed before it switched the profile left
+    // nothing upstream's tools can undo: they compare profiles, and the profile is unchanged.
+    void rollBackAfterFailure(const std::string& before_switch) {
+        auto generation = generationOf(before_switch);
+        if (!generation) {
+            spdlog::error("deploy.on_failure is rollback, but {} had no generation before this deployment: nothing to roll "
+                          "back to; the next change of the model (or SIGHUP) deploys again", config.profile);
+            return;
+        }
+        if (profileTarget() == before_switch) {
+            spdlog::error("deploy.on_failure is rollback, but the switch failed before it switched {}: there is no "
+                          "generation to undo; the next change of the model (or SIGHUP) deploys again", config.profile);
+            return;
+        }
+        request({.trigger = Trigger::AutoRollback, .force = true, .generation = generation});
     }
 
     // Timed out or interrupted: the model may be fine and the machine busy, so try again later,
     // each time waiting twice as long, a bounded number of times. A failed check or a switch that
     // exited non-zero is the model's fault: it waits for the next change.
     void scheduleRetry() {
-        if (stopped) return;
+        if (stopped()) return;
         if (retries_done >= config.deploy.retries) {
             if (config.deploy.retries > 0)
                 spdlog::error("gave up after {} tries again; the next change of the model (or SIGHUP) deploys again",
@@ -435,7 +588,7 @@ struct DeployQueue::Impl {
         retry_timer.expires_after(wait);
         retry_timer.async_wait([this, round](const boost::system::error_code& ec) {
             if (ec || round != retry_round) return; // cancelled, or a deployment started meanwhile
-            request({"retry", true});
+            request({.trigger = Trigger::Retry, .force = true});
         });
     }
 
@@ -449,9 +602,66 @@ struct DeployQueue::Impl {
         }
     }
 
+    Reply deployNow(Trigger trigger, DeployObserver observer) {
+        if (stopped()) return {.accepted = false, .why = "deployments are off"};
+        Request r{.trigger = trigger, .force = true};
+        if (observer) r.observers.push_back(std::move(observer));
+        request(std::move(r));
+        return {};
+    }
+
+    // Refused at once, with why, when there is no generation to go back to: before anything runs.
+    Reply rollback(std::optional<unsigned> to, DeployObserver observer) {
+        if (stopped()) return {.accepted = false, .why = "deployments are off"};
+        RollbackPlan plan = rollbackPlan(config, manager, to, environmentMap(environ));
+        if (!plan.refusal.empty()) return {.accepted = false, .why = plan.refusal};
+        Request r{.trigger = Trigger::Rollback, .force = true, .generation = plan.to};
+        if (observer) r.observers.push_back(std::move(observer));
+        request(std::move(r));
+        return {};
+    }
+
+    DeployStatus status() const {
+        DeployStatus s{.stage = stage, .pending = pending.has_value(), .watching = watcher.has_value(),
+                       .watcher_problem = watcher_problem, .by_outcome = by_outcome};
+        if (s.stage == DeployStage::Idle && watcher && watcher->settling()) s.stage = DeployStage::Debouncing;
+        if (current) {
+            s.current = current->status();
+            s.current_elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started);
+        }
+        for (auto it = state.deployments.rbegin(); it != state.deployments.rend(); ++it) {
+            if (it->outcome == Outcome::Running || (current && it->number == current->number)) continue;
+            if (!s.last) s.last = it->status();
+            if (it->outcome == Outcome::Succeeded) {
+                s.last_success = it->status();
+                break;
+            }
+        }
+        s.needed = deploymentNeeded();
+        return s;
+    }
+
+    // The model differs from what was last deployed (and from what a rollback undid), and the
+    // boot policy would deploy it. Read without blocking, as every read of the model is.
+    bool deploymentNeeded() const {
+        if (config.deploy.on_boot == OnBoot::Never && !state.bootstrapped) return false;
+        auto read = model.read();
+        if (!read.snapshot) return false; // nothing to deploy
+        const std::string& fp = read.snapshot->fingerprint;
+        return fp != state.deployed_fingerprint && fp != state.rolled_back_fingerprint;
+    }
+
+    std::vector<DeploymentStatus> history(unsigned count) const {
+        std::vector<DeploymentStatus> out;
+        std::size_t from = state.deployments.size() > count ? state.deployments.size() - count : 0;
+        for (std::size_t i = from; i < state.deployments.size(); ++i) out.push_back(state.deployments[i].status());
+        return out;
+    }
+
     void shutdown() {
-        stopped = true;
+        enter(DeployStage::Stopped);
         watcher.reset();
+        if (pending) tell(pending->observers, {.kind = DeployEvent::Kind::NotStarted, .why = "the init stops"});
         pending.reset();
         ++retry_round;
         retry_timer.cancel();
@@ -462,10 +672,10 @@ struct DeployQueue::Impl {
     // deployment is ended here, recorded first and logged second; the job's completion, should it
     // still be queued, finds no deployment of its number and does nothing.
     void abandon(const std::string& why) {
-        if (!stopped) shutdown();
+        if (!stopped()) shutdown();
         if (!current) return;
         job.reset();
-        finish("interrupted", std::nullopt, why);
+        finish(Outcome::Interrupted, std::nullopt, why);
     }
 };
 
@@ -476,7 +686,12 @@ DeployQueue::DeployQueue(boost::asio::io_context& io, const Spawner& spawner, Re
 DeployQueue::~DeployQueue() = default;
 
 void DeployQueue::managerReady() { impl_->managerReady(); }
-void DeployQueue::deployNow() { impl_->request({"signal", true}); }
+Reply DeployQueue::deployNow(Trigger trigger, DeployObserver observer) { return impl_->deployNow(trigger, std::move(observer)); }
+Reply DeployQueue::rollback(std::optional<unsigned> generation, DeployObserver observer) {
+    return impl_->rollback(generation, std::move(observer));
+}
+DeployStatus DeployQueue::status() const { return impl_->status(); }
+std::vector<DeploymentStatus> DeployQueue::history(unsigned count) const { return impl_->history(count); }
 void DeployQueue::shutdown() { impl_->shutdown(); }
 void DeployQueue::abandon(const std::string& why) { impl_->abandon(why); }
 

@@ -45,7 +45,7 @@ void DeployState::add(DeploymentRecord record) {
 }
 
 bool DeployState::lastUnfinished() const {
-    return !deployments.empty() && (deployments.back().outcome == "running" || deployments.back().outcome == "interrupted");
+    return !deployments.empty() && (deployments.back().outcome == Outcome::Running || deployments.back().outcome == Outcome::Interrupted);
 }
 
 StateAccess StateStore::open(std::string& why) {
@@ -96,16 +96,22 @@ DeployState StateStore::load() const {
         s.channel_configured = root["channel_configured"].as<bool>(false);
         s.bootstrapped = root["bootstrapped"].as<bool>(false);
         s.deployed_fingerprint = root["deployed_fingerprint"].as<std::string>("");
+        s.rolled_back_fingerprint = root["rolled_back_fingerprint"].as<std::string>("");
         for (const auto& d : root["deployments"]) {
             DeploymentRecord r;
             r.number = d["number"].as<unsigned>();
-            r.trigger = d["trigger"].as<std::string>("");
+            std::string trigger = d["trigger"].as<std::string>("");
+            r.trigger = triggerNamed(trigger).value_or(Trigger::Boot); // a trigger this version does not know: as at boot
             r.fingerprint = d["fingerprint"].as<std::string>("");
             r.started = d["started"].as<std::string>("");
             r.ended = d["ended"].as<std::string>("");
-            r.outcome = d["outcome"].as<std::string>("");
+            std::string outcome = d["outcome"].as<std::string>("");
+            auto known = outcomeNamed(outcome);
+            if (!known) throw std::runtime_error("state file " + file_ + ": deployment " + std::to_string(r.number) + ": unknown outcome '" + outcome + "'");
+            r.outcome = *known;
             if (d["exit_code"] && !d["exit_code"].IsNull()) r.exit_code = d["exit_code"].as<int>();
             r.plan = d["plan"].as<std::string>("");
+            if (d["generation"] && !d["generation"].IsNull()) r.generation = d["generation"].as<unsigned>();
             s.deployments.push_back(r);
         }
     } catch (const YAML::Exception& e) {
@@ -118,17 +124,21 @@ void StateStore::save(const DeployState& s) const {
     YAML::Emitter out;
     out << YAML::BeginMap << YAML::Key << "channel_configured" << YAML::Value << s.channel_configured
         << YAML::Key << "bootstrapped" << YAML::Value << s.bootstrapped << YAML::Key << "deployed_fingerprint"
-        << YAML::Value << s.deployed_fingerprint << YAML::Key << "deployments" << YAML::Value << YAML::BeginSeq;
+        << YAML::Value << s.deployed_fingerprint << YAML::Key << "rolled_back_fingerprint" << YAML::Value
+        << s.rolled_back_fingerprint << YAML::Key << "deployments" << YAML::Value << YAML::BeginSeq;
     std::size_t skip = s.deployments.size() > kKeptDeployments ? s.deployments.size() - kKeptDeployments : 0;
     for (std::size_t i = skip; i < s.deployments.size(); ++i) {
         const DeploymentRecord& r = s.deployments[i];
         out << YAML::BeginMap << YAML::Key << "number" << YAML::Value << r.number << YAML::Key << "trigger"
-            << YAML::Value << r.trigger << YAML::Key << "fingerprint" << YAML::Value << r.fingerprint << YAML::Key
+            << YAML::Value << std::string(name(r.trigger)) << YAML::Key << "fingerprint" << YAML::Value << r.fingerprint << YAML::Key
             << "started" << YAML::Value << r.started << YAML::Key << "ended" << YAML::Value << r.ended << YAML::Key
-            << "outcome" << YAML::Value << r.outcome << YAML::Key << "exit_code" << YAML::Value;
+            << "outcome" << YAML::Value << std::string(name(r.outcome)) << YAML::Key << "exit_code" << YAML::Value;
         if (r.exit_code) out << *r.exit_code;
         else out << YAML::Null;
-        out << YAML::Key << "plan" << YAML::Value << r.plan << YAML::EndMap;
+        out << YAML::Key << "plan" << YAML::Value << r.plan << YAML::Key << "generation" << YAML::Value;
+        if (r.generation) out << *r.generation;
+        else out << YAML::Null;
+        out << YAML::EndMap;
     }
     out << YAML::EndSeq << YAML::EndMap;
     std::string text = std::string(out.c_str()) + "\n";

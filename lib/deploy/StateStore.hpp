@@ -2,6 +2,8 @@
 // What the init remembers between starts, in one small YAML file in state_dir, replaced
 // atomically (temp file, fsync, rename, fsync of the folder): a reader sees the old file or the
 // new one, never half of one, and a crash mid-deployment leaves that deployment "running".
+#include "control/Status.hpp"
+
 #include <optional>
 #include <string>
 #include <vector>
@@ -10,12 +12,15 @@ namespace nixproc {
 
 struct DeploymentRecord {
     unsigned number = 0;
-    std::string trigger;     // boot | watch | signal
-    std::string fingerprint; // of the model it deployed
+    Trigger trigger = Trigger::Boot; // in the file by name(): boot, watch, signal, ...
+    std::string fingerprint; // of the model it deployed ("" for a rollback: no model)
     std::string started, ended; // ISO 8601, UTC; ended empty while running
-    std::string outcome;     // running | succeeded | failed | refused | timed out | interrupted
+    Outcome outcome = Outcome::Running; // in the file by name(): running, succeeded, ...
     std::optional<int> exit_code;
     std::string plan;        // "+webapp2 =webapp =nginx"
+    std::optional<unsigned> generation; // the profile's generation when it ended, when known
+
+    DeploymentStatus status() const { return {number, trigger, outcome, started, ended, plan, generation}; }
 };
 
 inline constexpr std::size_t kKeptDeployments = 50;
@@ -24,6 +29,9 @@ struct DeployState {
     bool channel_configured = false;
     bool bootstrapped = false;          // a deployment has succeeded once
     std::string deployed_fingerprint;   // of the last successful deployment
+    // The model as it was when a rollback undid its deployment: not deployed again at boot until
+    // it changes (or is asked for).
+    std::string rolled_back_fingerprint;
     std::vector<DeploymentRecord> deployments; // the most recent ones (kKeptDeployments), oldest first
 
     unsigned nextNumber() const { return deployments.empty() ? 1 : deployments.back().number + 1; }

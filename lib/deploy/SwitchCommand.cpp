@@ -1,5 +1,6 @@
 #include "deploy/SwitchCommand.hpp"
 
+#include <algorithm>
 #include <filesystem>
 
 namespace nixproc {
@@ -14,16 +15,6 @@ constexpr const char* kUpstreamProfileName = "processes"; // tools/commonchecks:
 // (tools/commonchecks: composeProfileDir).
 std::string upstreamProfileFolder(const std::map<std::string, std::string>& env) {
     return (fs::path(nixStateDir(env)) / "profiles").lexically_normal().string();
-}
-
-// A word as a POSIX shell reads it back: as it is when it holds nothing special, else quoted.
-std::string shellWord(const std::string& word) {
-    bool plain = !word.empty() && word.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-                                                         "0123456789_./:@%+,=-") == std::string::npos;
-    if (plain) return word;
-    std::string out = "'";
-    for (char c : word) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-    return out + "'";
 }
 
 } // namespace
@@ -66,17 +57,6 @@ SwitchInvocation switchInvocation(const Config& config, const ProcessManager& ma
     for (auto& option : manager.switchOptions()) out.profile_options.push_back(option);
     if (upstream) {
         out.argv.insert(out.argv.end(), out.profile_options.begin(), out.profile_options.end());
-        if (disnix) {
-            out.rollback_command = "disnix-env --rollback";
-        } else {
-            for (const auto& kv : out.profile_environment) {
-                auto eq = kv.find('=');
-                out.rollback_command += kv.substr(0, eq + 1) + shellWord(kv.substr(eq + 1)) + " ";
-            }
-            out.rollback_command += fs::path(out.argv.front()).filename().string();
-            for (const auto& option : out.profile_options) out.rollback_command += " " + shellWord(option);
-            out.rollback_command += " --rollback";
-        }
         for (const char* var : {"NIXPROC_STATE_DIR", "NIXPROC_RUNTIME_DIR", "NIXPROC_FORCE_DISABLE_USER_CHANGE"}) env.erase(var);
     }
     env["NIXPROC_PROCESSES"] = model_copy;
@@ -86,6 +66,119 @@ SwitchInvocation switchInvocation(const Config& config, const ProcessManager& ma
     }
     out.environment = environmentList(env);
     return out;
+}
+
+std::optional<unsigned> generationOf(const std::string& target) {
+    std::string file = fs::path(target).filename().string();
+    constexpr std::string_view kSuffix = "-link";
+    if (!file.ends_with(kSuffix)) return std::nullopt;
+    file.resize(file.size() - kSuffix.size());
+    auto dash = file.rfind('-');
+    if (dash == std::string::npos || dash + 1 == file.size() || file.size() - dash > 10) return std::nullopt;
+    unsigned n = 0;
+    for (char c : file.substr(dash + 1)) {
+        if (c < '0' || c > '9') return std::nullopt;
+        n = n * 10 + static_cast<unsigned>(c - '0');
+    }
+    return n;
+}
+
+ProfileGenerations profileGenerations(const std::string& profile) {
+    ProfileGenerations out;
+    fs::path path(profile);
+    std::string stem = path.filename().string() + "-";
+    std::error_code ec;
+    for (const auto& entry : fs::directory_iterator(path.parent_path(), ec)) {
+        std::string file = entry.path().filename().string();
+        if (!file.starts_with(stem) || !file.ends_with("-link")) continue;
+        auto g = generationOf(file);
+        if (g && file == stem + std::to_string(*g) + "-link") out.numbers.push_back(*g);
+        else out.strays.push_back(file);
+    }
+    std::sort(out.numbers.begin(), out.numbers.end());
+    auto target = fs::read_symlink(path, ec);
+    if (!ec) out.current = generationOf(target.string());
+    return out;
+}
+
+// Upstream's operations (nix-processmgmt 0e9ec77, tools/commonchecks):
+//  - `--rollback` (:138-147, :159-166, :190-192) takes the second-highest PROFILE-*-link, whatever
+//    the profile link names, and runs the switch's own deploy step on it against the profile as
+//    it is: the plan is the services' way back, and the profile gets a new generation.
+//  - `--switch-generation N` is accepted by getopt but never acted on (the case arm reads
+//    --switch-to-generation, e.g. nixproc-supervisord-switch.in:84 vs :105): it deploys the model.
+//    So generation N is reached by making it the second-highest: nix-env --set to N's path, then
+//    back to the current path (what runs), then --rollback.
+//  - nixproc-sysvinit-switch's -p names only the deploy's profile (:122-124): its generation
+//    operations always act on `processes`.
+//  - nixproc-disnix-switch never sets the profile folder (:165-169): its --rollback never finds a
+//    generation; Disnix's own disnix-env --rollback / --switch-to-generation N does it.
+RollbackPlan rollbackPlan(const Config& config, const ProcessManager& manager, std::optional<unsigned> to,
+                          std::map<std::string, std::string> env) {
+    RollbackPlan plan;
+    const std::string program = config.deployCommand().front();
+    if (!isUpstreamSwitch(program)) {
+        plan.refusal = "deploy.command " + program + " is no nixproc-*-switch: how it rolls back is unknown";
+        return plan;
+    }
+    ProfileGenerations g = profileGenerations(config.profile);
+    if (!g.strays.empty()) {
+        plan.refusal = "beside " + config.profile + " is " + g.strays.front() +
+                       ", which upstream's --rollback would take for a generation: not rolling back";
+        return plan;
+    }
+    if (!g.current) {
+        plan.refusal = config.profile + " has no generation yet: nothing to roll back to";
+        return plan;
+    }
+    if (g.numbers.size() < 2) {
+        plan.refusal = "generation " + std::to_string(*g.current) + " is the only one of " + config.profile + ": nothing to roll back to";
+        return plan;
+    }
+    const unsigned previous = g.numbers[g.numbers.size() - 2];
+    const bool current_is_highest = *g.current == g.numbers.back();
+    plan.from = *g.current;
+    plan.to = to.value_or(previous);
+    if (std::find(g.numbers.begin(), g.numbers.end(), plan.to) == g.numbers.end()) {
+        plan.refusal = config.profile + " has no generation " + std::to_string(plan.to);
+        return plan;
+    }
+    if (plan.to == plan.from) {
+        plan.refusal = "generation " + std::to_string(plan.to) + " is the current one of " + config.profile;
+        return plan;
+    }
+    if (config.process_manager == ManagerKind::SysVinit && fs::path(config.profile).filename() != kUpstreamProfileName) {
+        plan.refusal = "nixproc-sysvinit-switch --rollback acts on the profile `processes` whatever -p says "
+                       "(nixproc-sysvinit-switch.in:122-124): it cannot roll back " + config.profile;
+        return plan;
+    }
+    // The model is not what a rollback deploys: an empty NIXPROC_PROCESSES makes a misread option fail.
+    plan.invocation = switchInvocation(config, manager, "", std::move(env));
+    std::vector<std::string> rollback;
+    if (config.process_manager == ManagerKind::Disnix) {
+        rollback = to && (plan.to != previous || !current_is_highest)
+                       ? std::vector<std::string>{"disnix-env", "--switch-to-generation", std::to_string(plan.to)}
+                       : std::vector<std::string>{"disnix-env", "--rollback"};
+        plan.invocation.steps.push_back(rollback);
+        return plan;
+    }
+    rollback = plan.invocation.argv;
+    rollback.push_back("--rollback");
+    if (plan.to != previous || !current_is_highest) {
+        std::error_code ec;
+        fs::path folder = fs::path(config.profile).parent_path();
+        std::string name = fs::path(config.profile).filename().string();
+        auto target = fs::canonical(folder / (name + "-" + std::to_string(plan.to) + "-link"), ec);
+        auto running = ec ? fs::path() : fs::canonical(config.profile, ec);
+        if (ec) {
+            plan.refusal = "generation " + std::to_string(plan.to) + " of " + config.profile + " leads nowhere (collected?)";
+            return plan;
+        }
+        plan.invocation.steps.push_back({"nix-env", "-p", config.profile, "--set", target.string()});
+        plan.invocation.steps.push_back({"nix-env", "-p", config.profile, "--set", running.string()});
+    }
+    plan.invocation.steps.push_back(rollback);
+    return plan;
 }
 
 } // namespace nixproc

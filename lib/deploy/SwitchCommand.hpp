@@ -6,6 +6,7 @@
 #include "manager/ProcessManager.hpp"
 
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -18,13 +19,10 @@ struct SwitchInvocation {
     // profile (`NIX_USER_PROFILE_DIR=/srv/profiles nixproc-sysvinit-switch -p web --runlevel 3 --rollback`).
     std::vector<std::string> profile_environment; // KEY=VALUE
     std::vector<std::string> profile_options;     // appended to argv for an upstream switch
-    // How the user goes back to the previous generation, as a shell line to show; "" when the
-    // switch is not upstream's (its own means are unknown). For disnix it is disnix-env's: the
-    // upstream nixproc-disnix-switch --rollback never finds a generation (tools/commonchecks:138-147
-    // reads $profileDir, which the disnix switch never sets).
-    std::string rollback_command;
     // What of the init's environment the switch does not get as it was, and why (said once).
     std::vector<std::string> notes;
+    // rollbackInvocation: the commands to run in order (each with `environment`); argv is unused.
+    std::vector<std::vector<std::string>> steps;
 };
 
 // Nix's state folder as Nix and upstream's tools take it: $NIX_STATE_DIR, else /nix/var/nix
@@ -47,5 +45,28 @@ bool isUpstreamSwitch(const std::string& program);
 //         the manager's deployEnvironment().
 SwitchInvocation switchInvocation(const Config& config, const ProcessManager& manager, const std::string& model_copy,
                                   std::map<std::string, std::string> environment);
+
+// A profile's generations as the file system has them: PROFILE-N-link siblings, in rising order;
+// `current` is the one the profile link names. Nothing is run.
+struct ProfileGenerations {
+    std::vector<unsigned> numbers;
+    std::optional<unsigned> current;
+    std::vector<std::string> strays; // PROFILE-*-link names that are no generation ("processes-old-3-link")
+};
+ProfileGenerations profileGenerations(const std::string& profile);
+// The generation a link's target names: "processes-5-link" (or a path ending so) is 5.
+std::optional<unsigned> generationOf(const std::string& link_target);
+
+// How to go back to an earlier generation of the profile with upstream's own tools, the options
+// and environment of the deployments; or why not (then `steps` is empty and `refusal` says why).
+struct RollbackPlan {
+    unsigned from = 0, to = 0;
+    SwitchInvocation invocation; // its steps run in order, each with its environment
+    std::string refusal;
+};
+// `to`: a generation, or none for upstream's "previous" (the second-highest generation, as
+// commonchecks' determineLastProfileGenerationId picks it).
+RollbackPlan rollbackPlan(const Config& config, const ProcessManager& manager, std::optional<unsigned> to,
+                          std::map<std::string, std::string> environment);
 
 } // namespace nixproc

@@ -1,6 +1,9 @@
 #include "init/Init.hpp"
 
+#include "control/ControlServer.hpp"
 #include "deploy/DeployQueue.hpp"
+#include "log/Log.hpp"
+#include "init/Phase.hpp"
 #include "init/SignalRouter.hpp"
 #include "process/ChildJob.hpp"
 #include "process/Children.hpp"
@@ -11,12 +14,14 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <cstring>
 #include <fmt/ranges.h>
 #include <optional>
 #include <set>
+#include <spdlog/sinks/base_sink.h>
 #include <spdlog/spdlog.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
@@ -39,6 +44,28 @@ constexpr milliseconds kEnteredPoll{50};
 
 double seconds(milliseconds ms) { return static_cast<double>(ms.count()) / 1000.0; }
 
+// Every line the init logs, as text, to the control socket's clients that follow a deployment
+// (initctl deploy --wait). Detached before the server goes.
+class ControlLogTap final : public spdlog::sinks::base_sink<spdlog::details::null_mutex> {
+public:
+    explicit ControlLogTap(ControlServer& server) : server_(&server) { set_formatter_(makeLogFormatter(LogFormat::Text)); }
+    void detach() { server_ = nullptr; }
+
+protected:
+    void sink_it_(const spdlog::details::log_msg& msg) override {
+        if (!server_) return;
+        spdlog::memory_buf_t line;
+        formatter_->format(msg, line);
+        std::string_view text(line.data(), line.size());
+        while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.remove_suffix(1);
+        server_->publishLog(text);
+    }
+    void flush_() override {}
+
+private:
+    ControlServer* server_;
+};
+
 } // namespace
 
 struct Init::Loop {
@@ -50,30 +77,48 @@ struct Init::Loop {
     Spawner spawner{signals};
     std::optional<SignalRouter> router;
     std::optional<DeployQueue> deployer; // none for a plain init
+    std::optional<ControlServer> control; // none when control.socket is "" or cannot be made
+    std::shared_ptr<ControlLogTap> log_tap;
     boost::asio::steady_timer deadline{io}; // the grace, then the wait after SIGKILL
     boost::asio::steady_timer probe{io};    // readiness polling, only while starting
     boost::asio::steady_timer entered{io};  // polling for processes entered from outside, only while stopping
     const bool pid1 = ::getpid() == 1;
 
+    InitPhase phase = InitPhase::Starting; // see Phase.hpp for what moves it
+    const Clock::time_point began = Clock::now();
     pid_t main_pid = -1;                 // -1: the manager has no main child (sysvinit, disnix)
     std::optional<int> main_status;      // set once the main child is gone (0 when there was none)
     std::shared_ptr<ChildJob> step;      // the start or stop step running now
-    unsigned sequence = 0;               // which step sequence is current (start, then stop)
-    bool stopping_steps = false;         // the stop steps run: leftovers wait for them
     std::optional<int> stop_signal;      // set once a shutdown was asked for
+    std::optional<Clock::time_point> ready_since; // the manager answered its readiness probe
+    bool manager_given_up = false;       // it did not answer within its step timeout
     Clock::time_point grace_end{};
-    bool stopping_rest = false; // the main child is gone, the leftovers were told to stop
-    bool killing = false;       // the grace is over
     std::set<std::pair<int, pid_t>> signalled; // (signal, pid) already sent; pid -1: everyone
     std::set<int> withheld_said;               // signals already said not to be forwarded
     int exit_code = exit_code::kInternal;
-    bool finished = false; // the exit is decided: signals still queued in the same read change nothing
+    bool exiting_said = false; // finish() ran: the log's last line is written once
 
     Loop(const Config& c, const ProcessManager& m, const InheritedSignals& s) : config(c), manager(m), signals(s) {}
+
+    ~Loop() {
+        if (!log_tap) return;
+        log_tap->detach();
+        auto& sinks = spdlog::default_logger()->sinks();
+        sinks.erase(std::remove(sinks.begin(), sinks.end(), log_tap), sinks.end());
+    }
+
+    // Every change of phase goes through here, and is in the debug log.
+    InitPhase advance(InitEvent event, bool others_left = false) {
+        InitPhase next = nextPhase(phase, event, {.main_child_running = !main_status, .others_left = others_left});
+        if (next != phase) spdlog::debug("phase {} -> {} ({})", name(phase), name(next), name(event));
+        phase = next;
+        return phase;
+    }
 
     int run() {
         if (!becomeSubreaper()) return exit_code::kInternal;
         router.emplace(io, signals.blocked(), [this](const ReceivedSignal& s) { onSignal(s); });
+        openControlSocket();
         // Asked before the manager starts: a probe may then tell what was already there (a previous run's pidfile).
         auto ready = manager.readiness();
         if (!startMainChild()) return exit_code;
@@ -84,6 +129,22 @@ struct Init::Loop {
         else runStartSteps();
         io.run();
         return exit_code;
+    }
+
+    // Before the manager starts, so that a probe gets "starting" rather than no answer. A socket
+    // that cannot be made is an error, not a reason to stop: the services matter more.
+    void openControlSocket() {
+        if (config.control.socket.empty()) return;
+        control.emplace(io, config.control.socket, [this](Command c) { return dispatch(std::move(c)); });
+        std::string why;
+        if (!control->listen(why)) {
+            spdlog::error("control socket: {}; nixproc-initctl cannot reach this init", why);
+            control.reset();
+            return;
+        }
+        spdlog::debug("control socket {}", config.control.socket);
+        log_tap = std::make_shared<ControlLogTap>(*control);
+        spdlog::default_logger()->sinks().push_back(log_tap);
     }
 
     // A manager deploys with its switch; `none` only with an explicit deploy.command (the COMMAND
@@ -145,8 +206,9 @@ struct Init::Loop {
     // Polled with a growing interval: there is no event for "a socket is listening", and this
     // only runs while the manager starts.
     void awaitReady(const ReadinessProbe& ready, Clock::time_point since, milliseconds interval) {
-        if (stop_signal || main_status) return;
+        if (phase != InitPhase::Starting || main_status) return;
         if (ready.ready()) {
+            ready_since = Clock::now();
             spdlog::info("{} is ready ({} answers after {} ms)", manager.name(), ready.path,
                          std::chrono::duration_cast<milliseconds>(Clock::now() - since).count());
             return runStartSteps();
@@ -156,6 +218,7 @@ struct Init::Loop {
             // say for themselves whether they reach it. It is never said to have started.
             spdlog::error("{} not ready after {} s: nothing answers on {}; going on without it", manager.name(),
                           config.manager.step_timeout.count(), ready.path);
+            manager_given_up = true;
             return runStartSteps(false);
         }
         probe.expires_after(interval);
@@ -173,20 +236,22 @@ struct Init::Loop {
     // A failed step is never "started", nor a manager that was not ready: the deployer still
     // runs (a switch may repair it).
     void runStartSteps(bool ready = true) {
+        if (ready && !ready_since) ready_since = Clock::now(); // no probe: ready once started
         auto steps = manager.startSteps();
-        runSteps(steps, 0, config.manager.step_timeout, ++sequence, [this, ready, total = steps.size()](std::size_t failed) {
+        runSteps(steps, 0, config.manager.step_timeout, InitPhase::Starting, [this, ready, total = steps.size()](std::size_t failed) {
             // A plain init has no start steps: "started main child" said it all.
             if (!plain()) sayStarted(ready, failed, total);
+            advance(InitEvent::StartDone);
             if (deployer) deployer->managerReady();
         });
     }
 
     // One step at a time; a failed step is logged and the next one runs (one broken rc script
-    // must not keep the others down), and counted for `then`. A newer sequence (the stop steps)
-    // supersedes an older one.
-    void runSteps(std::vector<Step> steps, std::size_t next, milliseconds timeout, unsigned seq,
+    // must not keep the others down), and counted for `then`. Steps belong to a phase (the start
+    // steps to Starting, the stop steps to StopSteps): once it is left, the rest is not run.
+    void runSteps(std::vector<Step> steps, std::size_t next, milliseconds timeout, InitPhase seq,
                   std::function<void(std::size_t failed)> then, std::size_t failed = 0) {
-        if (seq != sequence) return;
+        if (seq != phase) return;
         if (next >= steps.size()) return then(failed);
         Step s = steps[next];
         // A step's purpose is services (an rc script's start): a successful one keeps its group.
@@ -195,27 +260,64 @@ struct Init::Loop {
                                [this, steps = std::move(steps), next, timeout, seq, then, failed, label = s.label](const JobResult& r) {
                                    if (!r.ok()) spdlog::error("{}: {}", label, r.description);
                                    else spdlog::debug("{}: {}", label, r.description);
-                                   if (seq != sequence) return;
+                                   if (seq != phase) return;
                                    step.reset();
                                    runSteps(std::move(steps), next + 1, timeout, seq, then, failed + (r.ok() ? 0 : 1));
                                });
     }
 
+    // A signal is one of the commands anyone may give (see dispatch).
     void onSignal(const ReceivedSignal& s) {
-        if (finished) return;
         RoutingPolicy policy{.hup_redeploys = deployer.has_value()};
         switch (routeSignal(s, policy)) {
-        case SignalAction::Reap:
-            followMainChildStop();
-            afterReap(reaper.drain());
-            break;
-        case SignalAction::Shutdown: beginShutdown(s.signo); break;
-        case SignalAction::Forward: forward(s.signo); break;
-        case SignalAction::Redeploy:
-            if (!stop_signal) deployer->deployNow();
-            break;
+        case SignalAction::Reap: dispatch({.kind = Command::Kind::Reap}); break;
+        case SignalAction::Shutdown: dispatch({.kind = Command::Kind::Shutdown, .signal = s.signo}); break;
+        case SignalAction::Forward: dispatch({.kind = Command::Kind::Forward, .signal = s.signo}); break;
+        case SignalAction::Redeploy: dispatch({.kind = Command::Kind::Deploy, .trigger = Trigger::Signal}); break;
         case SignalAction::Ignore: spdlog::debug("{} ignored", signalName(s.signo)); break;
         }
+    }
+
+    // Signals, the control socket and probes all come here: one place says what each request
+    // does in each phase.
+    Reply dispatch(Command c) {
+        // The exit is decided: what is still queued (signals read in the same batch) changes nothing.
+        if (phase == InitPhase::Exiting) return refused("the init is exiting");
+        switch (c.kind) {
+        case Command::Kind::Reap:
+            followMainChildStop();
+            afterReap(reaper.drain());
+            return {};
+        case Command::Kind::Shutdown: beginShutdown(c.signal); return {};
+        case Command::Kind::Forward: forward(c.signal); return {};
+        case Command::Kind::Status: return {.status = status()};
+        case Command::Kind::Health: {
+            Health h = c.live ? Health{true, "the init answers (" + std::string(name(phase)) + ")"} : readiness(status());
+            return {.accepted = h.ok, .why = h.why, .health = h};
+        }
+        case Command::Kind::History:
+            if (!deployer) return refused("a plain init does not deploy");
+            return {.history = deployer->history(c.count)};
+        case Command::Kind::Deploy:
+        case Command::Kind::Rollback:
+            if (!deployer) return refused("a plain init does not deploy");
+            if (stop_signal) return refused("stopping: no more deployments");
+            if (c.kind == Command::Kind::Deploy) return deployer->deployNow(c.trigger, std::move(c.observer));
+            return deployer->rollback(c.generation, std::move(c.observer));
+        }
+        return refused("unknown command");
+    }
+
+    static Reply refused(std::string why) { return {.accepted = false, .why = std::move(why)}; }
+
+    Status status() const {
+        Status s{.phase = phase, .manager = manager.name(), .main_pid = main_status ? -1 : main_pid,
+                 .manager_given_up = manager_given_up,
+                 .uptime = std::chrono::duration_cast<milliseconds>(Clock::now() - began),
+                 .orphans_reaped = reaper.orphansReaped()};
+        if (ready_since) s.manager_ready_for = std::chrono::duration_cast<milliseconds>(Clock::now() - *ready_since);
+        if (deployer) s.deploy = deployer->status();
+        return s;
     }
 
     // Job control when the init is a shell's job (not PID 1; dumb-init does the same): the main
@@ -304,20 +406,19 @@ struct Init::Loop {
     void beginShutdown(int sig) {
         if (stop_signal) return forward(sig); // a second request: pass it on, the clock keeps running
         stop_signal = sig;
+        advance(InitEvent::StopAsked);
         spdlog::log(lifecycleLevel(), "{} received: stopping (grace {} s)", signalName(sig), seconds(config.shutdown.grace));
         beginGrace();
         probe.cancel();
         if (deployer) deployer->shutdown();
         if (step) step->stop(); // a start step still running: cut short
-        stopping_steps = true;
         auto remaining = std::chrono::duration_cast<milliseconds>(grace_end - Clock::now());
-        runSteps(manager.stopSteps(), 0, std::min<milliseconds>(config.manager.step_timeout, remaining), ++sequence, [this](std::size_t) {
-            stopping_steps = false;
-            if (main_pid >= 0 && !main_status) {
+        runSteps(manager.stopSteps(), 0, std::min<milliseconds>(config.manager.step_timeout, remaining), InitPhase::StopSteps, [this](std::size_t) {
+            if (main_pid < 0 && !main_status) main_status = 0; // no main child: the daemons left are stopped as leftovers
+            if (advance(InitEvent::StopStepsDone, true) == InitPhase::SignalMain) {
                 forward(*stop_signal);
                 return continueMainChild();
             }
-            if (!main_status) main_status = 0; // no main child: the daemons left are stopped as leftovers
             afterReap(reaper.drain());
         });
     }
@@ -326,23 +427,29 @@ struct Init::Loop {
         main_status = status;
         if (deployer) deployer->shutdown(); // nothing left to deploy to
         // The init sends SIGKILL only once its grace is over: any other is the OOM killer's, or someone's kill -9.
-        bool foreign_kill = WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL && !killing;
+        bool foreign_kill = WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL && phase != InitPhase::Killing;
         spdlog::log(lifecycleLevel(), "{} (pid {}) {}{}", mainChildName(), main_pid, describeStatus(status),
                     foreign_kill ? ", which nixproc-init did not send (the OOM killer?)" : "");
     }
 
+    // After every reap: once the main child is gone (and the stop steps, if any, are done), the
+    // rest is told to stop, and the init exits when nothing is left.
     void afterReap(Reaper::Children children) {
-        if (!main_status || stopping_steps) return;
-        bool others = children == Reaper::Children::None && enteredFromOutside();
-        if (children == Reaper::Children::None && !others) return finish(exitCodeOf(*main_status));
-        if (!stopping_rest) {
-            stopping_rest = true;
+        if (!main_status || phase == InitPhase::StopSteps) return;
+        bool entered_only = children == Reaper::Children::None && enteredFromOutside();
+        bool left = children != Reaper::Children::None || entered_only;
+        if (!left) {
+            advance(InitEvent::NothingLeft);
+            return finish(exitCodeOf(*main_status));
+        }
+        if (phase != InitPhase::StopRest && phase != InitPhase::Killing) {
+            advance(InitEvent::MainExited, true);
             spdlog::log(lifecycleLevel(), "stopping the processes left behind");
             beginGrace();
         }
         // A subreaper adopts the grandchildren of what it stops: they get the signal too.
-        signalTheRest(killing ? SIGKILL : SIGTERM);
-        if (others) pollEntered();
+        signalTheRest(phase == InitPhase::Killing ? SIGKILL : SIGTERM);
+        if (entered_only) pollEntered();
     }
 
     // As PID 1, processes that `docker exec` (podman exec, nsenter) put into the namespace are
@@ -355,7 +462,7 @@ struct Init::Loop {
     void pollEntered() {
         entered.expires_after(kEnteredPoll);
         entered.async_wait([this](const boost::system::error_code& ec) {
-            if (!ec && !finished) afterReap(reaper.drain());
+            if (!ec && phase != InitPhase::Exiting) afterReap(reaper.drain());
         });
     }
 
@@ -369,18 +476,17 @@ struct Init::Loop {
     }
 
     void onGraceOver() {
-        killing = true;
-        stopping_steps = false;
+        advance(InitEvent::GraceOver); // no further steps: they belong to the phase left
         spdlog::warn("grace of {} s is over: SIGKILL to everything left", seconds(config.shutdown.grace));
         if (deployer) deployer->abandon("stopped by the shutdown, and still running when its grace was over");
         if (main_pid >= 0 && !main_status) ::kill(-main_pid, SIGKILL);
         if (main_pid < 0 && !main_status) main_status = 0;
-        ++sequence; // no further steps
         signalTheRest(SIGKILL);
         deadline.expires_after(kKillWait);
         deadline.async_wait([this](const boost::system::error_code& ec) {
             if (ec) return;
             spdlog::error("processes survived SIGKILL for {} s; exiting anyway", kKillWait.count());
+            advance(InitEvent::KillWaitOver);
             finish(main_status ? exitCodeOf(*main_status) : exit_code::kSignalBase + SIGKILL);
         });
         afterReap(reaper.drain());
@@ -413,8 +519,9 @@ struct Init::Loop {
     // Once: a SIGCHLD of a child reaped in the drain that emptied the namespace is still read
     // after it, in the same batch of signals.
     void finish(int code) {
-        if (finished) return;
-        finished = true;
+        if (exiting_said) return;
+        exiting_said = true;
+        phase = InitPhase::Exiting;
         exit_code = code;
         // Before the line that ends the log: the loop stops here, and a deployment whose job's end
         // is still queued would be left "running" in the state file and unsaid in the log.

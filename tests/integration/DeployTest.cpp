@@ -44,6 +44,7 @@ struct Container {
     std::string switch_command = "[nixproc-sysvinit-switch]";
     std::string deploy_extra; // more keys of the deploy section
     std::string manager = "sysvinit";
+    std::string profile_name = "profile"; // not upstream's `processes`: the switch gets -p profile
 
     Container() {
         fs::create_directories(folder);
@@ -60,7 +61,7 @@ struct Container {
     }
 
     void start(const std::string& extra_yaml = "", std::vector<std::string> env = {}) {
-        auto yaml = t.write("init.yaml", "process_manager: " + manager + "\nprocesses: " + path + "\nprofile: " + t / "profile" +
+        auto yaml = t.write("init.yaml", "process_manager: " + manager + "\nprocesses: " + path + "\nprofile: " + t / profile_name +
                                              "\nstate_dir: " + state_dir + "\nwatch:\n  debounce_ms: " + std::to_string(debounce_ms) +
                                              "\ndeploy:\n  command: " + switch_command + "\n" + deploy_extra + extra_yaml);
         env.push_back(std::string("PATH=") + STANDINS_DIR + ":/usr/sbin:/usr/bin:/sbin:/bin");
@@ -657,18 +658,25 @@ TEST_CASE("a model under a folder that others can write is refused, and so is a 
 
 TEST_CASE("a switch that fails after setting the profile says so, and how to go back", "[deploy]") {
     Container c;
-    // Named as upstream's switch (the rollback hint is for those), running the stand-in from PATH.
+    c.profile_name = "processes"; // upstream's own: its rollback works on it for sysvinit too
+    // Named as upstream's switch (rollback is for those), running the stand-in from PATH; it
+    // fails after its work once the mark exists.
+    auto mark = c.t / "fail";
     auto wrapper = c.t.write("bin/nixproc-sysvinit-switch",
-                             "#!/bin/sh\n" STANDINS_DIR "/nixproc-sysvinit-switch \"$@\" && echo 'supervisorctl: ERROR' && exit 1\n", 0755);
+                             "#!/bin/sh\n" STANDINS_DIR "/nixproc-sysvinit-switch \"$@\" || exit\n"
+                             "[ -e " + mark + " ] || exit 0\necho 'supervisorctl: ERROR'\nexit 1\n", 0755);
     c.switch_command = "[" + wrapper + "]";
     c.start();
-    REQUIRE(c.init->expectLog("deploy #1: failed"));
+    REQUIRE(c.done(1));
+    // The first deployment has nothing to go back to.
+    writeFile(mark, "");
+    c.save(model("2"));
+    REQUIRE(c.init->expectLog("deploy #2: failed"));
     REQUIRE(c.init->expectLog("the next change of the model (or SIGHUP) deploys again"));
-    CHECK_THAT(c.init->stderrText(), Catch::Contains("; the profile was switched to profile-1-link, but services may be partly "
+    CHECK_THAT(c.init->stderrText(), Catch::Contains("; the profile was switched to processes-2-link, but services may be partly "
                                                      "updated (the switch's output above says which); the next change or SIGHUP "
-                                                     "deploys again, `NIX_USER_PROFILE_DIR=" + c.t.path +
-                                                     " nixproc-sysvinit-switch -p profile --runlevel 3 --rollback` goes back to "
-                                                     "the previous generation"));
+                                                     "deploys again, `nixproc-initctl rollback --to 1` goes back to the "
+                                                     "generation that ran before"));
     CHECK_THAT(c.init->stderrText(), !Catch::Contains("the running services are as they were"));
     c.stop();
 }

@@ -1,3 +1,5 @@
+#include <algorithm>
+#include <string_view>
 #include "support/Harness.hpp"
 
 #include "process/Children.hpp"
@@ -69,6 +71,13 @@ Child::Child(const std::vector<std::string>& argv, const Options& options) {
         // A test never reaches for the network (nor writes ~/.nix-channels) unless it says so: the
         // init's default channel, upstream's nixpkgs-unstable, is off here; options.env may set it.
         ::setenv("NIXPROC_INIT_BOOTSTRAP_CHANNEL", "", 0);
+        // Nor does an init share the host's /run/nixproc-init/control.sock with the tests beside
+        // it: the control tests give each init a socket of its own (and initctl reads the same
+        // variable, so it is left alone for other programs).
+        bool runs_init = std::any_of(args.begin(), args.end(), [](const char* a) {
+            return a && std::string_view(a).ends_with("/nixproc-init");
+        });
+        if (runs_init) ::setenv("NIXPROC_INIT_CONTROL_SOCKET", "", 0);
         for (const auto& kv : options.env) ::putenv(const_cast<char*>(kv.c_str()));
         sigset_t none;
         sigemptyset(&none);

@@ -290,3 +290,23 @@ TEST_CASE("a second YAML document is refused at the line where it starts", "[con
     CHECK(errorOf("", {{"NIXPROC_INIT_MANAGER_COMMAND", "[a]\n---\n[b]"}}) ==
           "environment variable NIXPROC_INIT_MANAGER_COMMAND: manager.command: not a valid value: a second YAML document starts at line 2");
 }
+
+TEST_CASE("rollback on failure, housekeeping and the control socket are configured like every other key", "[config]") {
+    auto d = load("process_manager: supervisord\n");
+    CHECK(d.deploy.on_failure == OnFailure::Keep);
+    CHECK_FALSE(d.gc.enabled());
+    CHECK(d.control.socket == "/run/nixproc-init/control.sock");
+    auto c = load("process_manager: supervisord\ndeploy:\n  on_failure: rollback\ngc:\n  keep_generations: 5\n"
+                  "  collect_after_deployments: 10\n  collect_every_h: 0.5\ncontrol:\n  socket: /run/x.sock\n");
+    CHECK(c.deploy.on_failure == OnFailure::Rollback);
+    CHECK(c.gc.keep_generations == 5);
+    CHECK(c.gc.collect_after_deployments == 10);
+    CHECK(c.gc.collect_every == std::chrono::seconds(1800));
+    CHECK(c.gc.enabled());
+    CHECK(c.control.socket == "/run/x.sock");
+    CHECK(load("process_manager: supervisord\n", {{"NIXPROC_INIT_CONTROL_SOCKET", ""}}).control.socket.empty());
+    CHECK_THROWS_WITH(load("process_manager: supervisord\ncontrol:\n  socket: run/x.sock\n"),
+                      Catch::Contains(":3:") && Catch::Contains("control.socket") && Catch::Contains("absolute path"));
+    CHECK_THROWS_WITH(load("process_manager: supervisord\ndeploy:\n  on_failure: retry\n"),
+                      Catch::Contains("deploy.on_failure") && Catch::Contains("keep") && Catch::Contains("rollback"));
+}

@@ -262,9 +262,10 @@ TEST_CASE("the state file round-trips, keeps the last 50 deployments, leaves no 
     DeployState s;
     s.bootstrapped = true;
     s.deployed_fingerprint = "00ff";
-    s.deployments.push_back({.number = 1, .trigger = "boot", .fingerprint = "00ff", .started = StateStore::now(),
-                             .ended = StateStore::now(), .outcome = "succeeded", .exit_code = 0, .plan = "+webapp"});
-    s.deployments.push_back({.number = 2, .trigger = "watch", .outcome = "running"});
+    s.deployments.push_back({.number = 1, .trigger = Trigger::Boot, .fingerprint = "00ff", .started = StateStore::now(),
+                             .ended = StateStore::now(), .outcome = Outcome::Succeeded, .exit_code = 0, .plan = "+webapp",
+                             .generation = 4});
+    s.deployments.push_back({.number = 2, .trigger = Trigger::Watch, .outcome = Outcome::Running});
     store.save(s);
     auto back = store.load();
     CHECK(back.bootstrapped);
@@ -272,22 +273,30 @@ TEST_CASE("the state file round-trips, keeps the last 50 deployments, leaves no 
     REQUIRE(back.deployments.size() == 2);
     CHECK(back.deployments[0].plan == "+webapp");
     CHECK(back.deployments[0].exit_code == 0);
+    CHECK(back.deployments[0].trigger == Trigger::Boot);
+    CHECK(back.deployments[0].outcome == Outcome::Succeeded);
+    CHECK(back.deployments[0].generation == 4u);
+    CHECK(back.deployments[1].trigger == Trigger::Watch);
+    CHECK(back.deployments[1].outcome == Outcome::Running);
     CHECK_FALSE(back.deployments[1].exit_code);
+    CHECK_FALSE(back.deployments[1].generation);
     CHECK(back.nextNumber() == 3);
     CHECK_FALSE(fs::exists(store.file() + ".tmp"));
 
-    for (unsigned n = 3; n < 80; ++n) s.deployments.push_back({.number = n, .outcome = "succeeded"}); // not add(): save trims too
+    for (unsigned n = 3; n < 80; ++n) s.deployments.push_back({.number = n, .outcome = Outcome::Succeeded}); // not add(): save trims too
     store.save(s);
     CHECK(store.load().deployments.size() == 50);
     CHECK(store.load().nextNumber() == 80);
 
+    f.write("state/state.yaml", "deployments: [ {number: 1, outcome: exploded} ]");
+    CHECK_THROWS_WITH(store.load(), Catch::Contains("deployment 1: unknown outcome 'exploded'"));
     f.write("state/state.yaml", "deployments: [ {number: }");
     CHECK_THROWS_WITH(store.load(), Catch::StartsWith("state file " + store.file() + ": cannot be read"));
 }
 
 TEST_CASE("the deployment history in memory keeps only what the state file keeps", "[deploy]") {
     DeployState s;
-    for (unsigned n = 1; n <= 1000; ++n) s.add({.number = n, .outcome = "succeeded"});
+    for (unsigned n = 1; n <= 1000; ++n) s.add({.number = n, .outcome = Outcome::Succeeded});
     CHECK(s.deployments.size() == kKeptDeployments);
     CHECK(s.deployments.front().number == 1000 - kKeptDeployments + 1);
     CHECK(s.nextNumber() == 1001);
@@ -296,13 +305,13 @@ TEST_CASE("the deployment history in memory keeps only what the state file keeps
 TEST_CASE("a trailing running or interrupted deployment is unfinished", "[deploy]") {
     DeployState s;
     CHECK_FALSE(s.lastUnfinished());
-    s.add({.number = 1, .outcome = "succeeded"});
+    s.add({.number = 1, .outcome = Outcome::Succeeded});
     CHECK_FALSE(s.lastUnfinished());
-    s.add({.number = 2, .outcome = "running"});
+    s.add({.number = 2, .outcome = Outcome::Running});
     CHECK(s.lastUnfinished());
-    s.deployments.back().outcome = "interrupted";
+    s.deployments.back().outcome = Outcome::Interrupted;
     CHECK(s.lastUnfinished());
-    s.deployments.back().outcome = "failed";
+    s.deployments.back().outcome = Outcome::Failed;
     CHECK_FALSE(s.lastUnfinished());
 }
 

@@ -3,7 +3,7 @@
 // cannot move the cursor, and a JSON line is valid JSON in valid UTF-8.
 #include "log/Log.hpp"
 
-#include <boost/json/src.hpp> // the parser that judges the JSON lines; compiled in this test only
+#include <boost/json.hpp> // the parser that judges the JSON lines (compiled once, in lib/control/Protocol.cpp)
 #include <catch2/catch.hpp>
 #include <cerrno>
 #include <fcntl.h>

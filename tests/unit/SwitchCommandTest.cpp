@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <catch2/catch.hpp>
+#include <filesystem>
+#include <stdlib.h>
 
 using namespace nixproc;
 
@@ -95,22 +97,106 @@ TEST_CASE("disnix gets no -p: its switch deploys to the coordinator profile") {
                               m, "/m.nix", {{"NIX_USER_PROFILE_DIR", "/kept"}});
     CHECK(s.argv == std::vector<std::string>{"nixproc-disnix-switch"});
     CHECK(envValue(s, "NIX_USER_PROFILE_DIR") == "/kept");
-    CHECK(s.rollback_command == "disnix-env --rollback");
 }
 
-TEST_CASE("the rollback command repeats what the switch was told") {
+// A profile folder with generations 1..n of `name`, each a link to a folder of its own (as a store
+// path), the profile link naming `current`.
+struct Generations {
+    std::string dir;
+    std::string profile;
+    Generations(unsigned n, unsigned current, const std::string& name = "processes") {
+        char templ[] = "/tmp/nixproc-gen-XXXXXX";
+        dir = ::mkdtemp(templ);
+        profile = dir + "/" + name;
+        for (unsigned g = 1; g <= n; ++g) {
+            std::filesystem::create_directories(dir + "/store/" + std::to_string(g));
+            std::filesystem::create_symlink(dir + "/store/" + std::to_string(g), profile + "-" + std::to_string(g) + "-link");
+        }
+        std::filesystem::create_symlink(name + "-" + std::to_string(current) + "-link", profile);
+    }
+    ~Generations() { std::filesystem::remove_all(dir); }
+};
+
+TEST_CASE("a rollback is the switch's own --rollback, with the options and environment of its deployments") {
     FakeManager m;
-    m.options = {"--runlevel", "5"};
-    Config c = configFor(ManagerKind::SysVinit, "/srv/profiles/web");
-    c.deploy.command = {"/nix/store/x-tools/bin/nixproc-sysvinit-switch"};
-    CHECK(switchInvocation(c, m, "/m.nix", {}).rollback_command ==
-          "NIX_USER_PROFILE_DIR=/srv/profiles nixproc-sysvinit-switch -p web --runlevel 5 --rollback");
-    c.deploy.command = {"my-deploy"};
-    CHECK(switchInvocation(c, m, "/m.nix", {}).rollback_command.empty());
-    c.deploy.command = {"nixproc-sysvinit-switch"};
-    c.profile = "/srv/my profiles/it's";
-    CHECK(switchInvocation(c, m, "/m.nix", {}).rollback_command ==
-          "NIX_USER_PROFILE_DIR='/srv/my profiles' nixproc-sysvinit-switch -p 'it'\\''s' --runlevel 5 --rollback");
+    Generations g(3, 3);
+    Config c = configFor(ManagerKind::Supervisord, g.profile);
+    c.deploy.command = {"nixproc-supervisord-switch"};
+    auto plan = rollbackPlan(c, m, std::nullopt, {});
+    REQUIRE(plan.refusal.empty());
+    CHECK(plan.from == 3);
+    CHECK(plan.to == 2);
+    CHECK(plan.invocation.steps == std::vector<std::vector<std::string>>{{"nixproc-supervisord-switch", "--rollback"}});
+    CHECK(envValue(plan.invocation, "NIX_USER_PROFILE_DIR") == g.dir);
+    CHECK(envValue(plan.invocation, "NIXPROC_PROCESSES") == ""); // a misread option deploys no model
+}
+
+TEST_CASE("a rollback to a generation that is not the previous makes it the previous first, as only then upstream's --rollback takes it") {
+    FakeManager m;
+    Generations g(3, 3, "web");
+    Config c = configFor(ManagerKind::S6Rc, g.profile);
+    c.deploy.command = {"nixproc-s6-rc-switch"};
+    auto plan = rollbackPlan(c, m, 1u, {});
+    REQUIRE(plan.refusal.empty());
+    CHECK(plan.to == 1);
+    CHECK(plan.invocation.steps == std::vector<std::vector<std::string>>{
+                                       {"nix-env", "-p", g.profile, "--set", g.dir + "/store/1"},
+                                       {"nix-env", "-p", g.profile, "--set", g.dir + "/store/3"},
+                                       {"nixproc-s6-rc-switch", "-p", "web", "--rollback"}});
+}
+
+TEST_CASE("a rollback with nowhere to go is refused before anything runs, saying why") {
+    FakeManager m;
+    Config c = configFor(ManagerKind::Supervisord);
+    c.deploy.command = {"nixproc-supervisord-switch"};
+    SECTION("one generation") {
+        Generations g(1, 1);
+        c.profile = g.profile;
+        CHECK(rollbackPlan(c, m, std::nullopt, {}).refusal == "generation 1 is the only one of " + g.profile + ": nothing to roll back to");
+    }
+    SECTION("the current generation") {
+        Generations g(2, 2);
+        c.profile = g.profile;
+        CHECK(rollbackPlan(c, m, 2u, {}).refusal == "generation 2 is the current one of " + g.profile);
+    }
+    SECTION("a generation that is not there") {
+        Generations g(2, 2);
+        c.profile = g.profile;
+        CHECK(rollbackPlan(c, m, 7u, {}).refusal == g.profile + " has no generation 7");
+    }
+    SECTION("another profile's links beside it, which upstream's glob would take") {
+        Generations g(2, 2);
+        c.profile = g.profile;
+        std::filesystem::create_symlink(g.dir + "/store/1", g.profile + "-old-1-link");
+        CHECK_THAT(rollbackPlan(c, m, std::nullopt, {}).refusal, Catch::Contains("processes-old-1-link"));
+    }
+    SECTION("no profile yet") {
+        c.profile = "/nonexistent/processes";
+        CHECK(rollbackPlan(c, m, std::nullopt, {}).refusal == "/nonexistent/processes has no generation yet: nothing to roll back to");
+    }
+    SECTION("a deploy command of the user's own") {
+        Generations g(2, 2);
+        c.profile = g.profile;
+        c.deploy.command = {"my-deploy"};
+        CHECK_THAT(rollbackPlan(c, m, std::nullopt, {}).refusal, Catch::Contains("how it rolls back is unknown"));
+    }
+    SECTION("sysvinit's switch with a profile that is not `processes`, which its --rollback ignores") {
+        Generations g(2, 2, "web");
+        c.profile = g.profile;
+        c.process_manager = ManagerKind::SysVinit;
+        c.deploy.command = {"nixproc-sysvinit-switch"};
+        CHECK_THAT(rollbackPlan(c, m, std::nullopt, {}).refusal, Catch::Contains("acts on the profile `processes`"));
+    }
+}
+
+TEST_CASE("disnix rolls back with disnix-env, as its nixproc switch never finds a generation") {
+    FakeManager m;
+    Generations g(3, 3, "default");
+    Config c = configFor(ManagerKind::Disnix, g.profile);
+    c.deploy.command = {"nixproc-disnix-switch"};
+    CHECK(rollbackPlan(c, m, std::nullopt, {}).invocation.steps == std::vector<std::vector<std::string>>{{"disnix-env", "--rollback"}});
+    CHECK(rollbackPlan(c, m, 1u, {}).invocation.steps ==
+          std::vector<std::vector<std::string>>{{"disnix-env", "--switch-to-generation", "1"}});
 }
 
 TEST_CASE("a deploy command that is not an upstream switch gets the environment but no options") {
