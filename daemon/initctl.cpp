@@ -68,7 +68,7 @@ configuration error, 3 the init cannot be reached.
 // within this is not live.
 constexpr milliseconds kReplyTimeout{10000};
 // A busy init (all its connections served) is asked again, for at most this long.
-constexpr milliseconds kBusyRetryFor{1000};
+constexpr milliseconds kBusyRetryFor{2000};
 
 struct Failure {
     int status;
@@ -300,7 +300,7 @@ std::string describe(const DeploymentStatus& d) {
 void printStatus(const Status& s) {
     auto row = [](const char* label, const std::string& text) { std::printf("%-14s%s\n", label, text.c_str()); };
     row("phase:", std::string(name(s.phase)) + ", up " + duration(s.uptime));
-    std::string manager = s.manager;
+    std::string manager = s.manager == "none" ? "none, main child" : s.manager;
     if (s.main_pid > 0) manager += " (pid " + std::to_string(s.main_pid) + ")";
     if (s.manager_ready_for) manager += ", ready for " + duration(*s.manager_ready_for);
     else if (s.manager_given_up) manager += ", never answered its readiness probe";
@@ -414,8 +414,7 @@ int run(const Options& o) {
         c.kind = Command::Kind::Health;
         c.live = o.live;
         auto a = ask(path, request);
-        if (!a.reply.accepted) fail(exit_status::kFailed, a.reply.why);
-        if (!a.reply.health) fail(exit_status::kFailed, "the init's answer has no health");
+        if (!a.reply.health) fail(exit_status::kFailed, a.reply.accepted ? "the init's answer has no health" : a.reply.why);
         std::printf("%s: %s\n", a.reply.health->ok ? (o.live ? "live" : "ready") : (o.live ? "not live" : "not ready"),
                     a.reply.health->why.c_str());
         return a.reply.health->ok ? exit_status::kOk : exit_status::kFailed;
@@ -428,7 +427,7 @@ int run(const Options& o) {
         for (;;) {
             try {
                 auto a = ask(path, request);
-                if (a.reply.accepted && a.reply.health && a.reply.health->ok) {
+                if (a.reply.health && a.reply.health->ok) {
                     std::printf("ready: %s\n", a.reply.health->why.c_str());
                     return exit_status::kOk;
                 }

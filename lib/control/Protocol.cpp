@@ -366,13 +366,14 @@ Request decodeRequest(std::string_view text) {
 std::string encodeReply(Command::Kind asked, const Reply& reply) {
     json::object o;
     o["ok"] = reply.accepted;
+    // An answer to health is the answer, whether or not the init calls it a refusal too.
+    if (reply.health) o["health"] = json::object{{"healthy", reply.health->ok}, {"why", text(reply.health->why)}};
     if (!reply.accepted) {
         o["error"] = text(reply.why);
         return line(o);
     }
     if (!reply.why.empty()) o["message"] = text(reply.why);
     if (reply.status) o["status"] = status(*reply.status);
-    if (reply.health) o["health"] = json::object{{"healthy", reply.health->ok}, {"why", text(reply.health->why)}};
     if (asked == Command::Kind::History || !reply.history.empty()) { // an empty list is an answer too
         json::array history;
         for (const auto& d : reply.history) history.push_back(deployment(d));
@@ -389,13 +390,13 @@ Reply decodeReply(std::string_view text) {
     Fields f(o, "");
     Reply reply;
     reply.accepted = f.boolean("ok");
+    if (auto h = f.optionalObject("health")) reply.health = Health{.ok = h->boolean("healthy"), .why = h->optionalString("why")};
     if (!reply.accepted) {
         reply.why = f.string("error");
         return reply;
     }
     reply.why = f.optionalString("message");
     if (auto s = f.optionalObject("status")) reply.status = statusFrom(*s);
-    if (auto h = f.optionalObject("health")) reply.health = Health{.ok = h->boolean("healthy"), .why = h->optionalString("why")};
     if (const auto* history = f.find("history"); history && !history->is_null()) {
         if (!history->is_array()) f.fail("history", "must be a list, not " + kindOf(*history));
         std::size_t i = 0;

@@ -47,7 +47,8 @@ std::string encodeRequest(const Request& request);
 Request decodeRequest(std::string_view line);
 
 // {"ok":true} with "status", "health" when the reply has them, "history" (a list, maybe empty) when
-// `asked` is History, and "message" for an accepted reply's why; {"ok":false,"error":why} for a refusal.
+// `asked` is History, and "message" for an accepted reply's why; {"ok":false,"error":why} for a
+// refusal (with "health" still, when the reply has one: an unhealthy answer is an answer).
 std::string encodeReply(Command::Kind asked, const Reply& reply);
 std::string encodeError(std::string_view why);
 Reply decodeReply(std::string_view line); // throws ProtocolError

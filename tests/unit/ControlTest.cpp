@@ -408,6 +408,15 @@ TEST_CASE("history, health, refusal and message replies go to JSON and back", "[
     CHECK_FALSE(back.health->ok);
     CHECK(back.health->why == "deploy #4 failed");
 
+    // The init may call an unhealthy answer a refusal too: the answer still travels with it.
+    Reply unhealthy{.accepted = false, .why = "deploy #4 failed", .health = Health{false, "deploy #4 failed"}};
+    line = protocol::encodeReply(Command::Kind::Health, unhealthy);
+    CHECK(line == R"({"ok":false,"health":{"healthy":false,"why":"deploy #4 failed"},"error":"deploy #4 failed"})");
+    back = protocol::decodeReply(line);
+    CHECK_FALSE(back.accepted);
+    REQUIRE(back.health);
+    CHECK(back.health->why == "deploy #4 failed");
+
     CHECK(protocol::encodeError("nothing to roll back to") == R"({"ok":false,"error":"nothing to roll back to"})");
     back = protocol::decodeReply(R"({"ok":false,"error":"nothing to roll back to"})");
     CHECK_FALSE(back.accepted);
