@@ -17,6 +17,7 @@
 #include <filesystem>
 #include <map>
 #include <optional>
+#include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 
 extern char** environ;
@@ -111,6 +112,15 @@ struct DeployQueue::Impl {
     Clock::time_point started;
     std::optional<ProfileSnapshot> before;
     boost::asio::steady_timer retry_timer{io};
+    // Housekeeping (gc:): what is due, and runs when no deployment does.
+    boost::asio::steady_timer collect_timer{io}; // only armed with gc.collect_every_h
+    bool delete_generations_due = false;       // a deployment succeeded since the last deletion
+    bool collect_due = false;                  // nix-collect-garbage: the count or the schedule says so
+    unsigned successes_since_collect = 0;
+    std::shared_ptr<ChildJob> gc_job;
+    unsigned gc_round = 0;                     // a gc job's completion from an older round does nothing
+    Clock::time_point gc_started;
+    std::string gc_label;                      // "gc after deploy #4", "gc (gc.collect_every_h)"
     unsigned retries_done = 0;   // tries again of the same deployment so far
     unsigned retry_round = 0;    // a retry completion from an older round does nothing
 
@@ -174,6 +184,7 @@ struct DeployQueue::Impl {
     void managerReady() {
         if (stopped()) return;
         enter(DeployStage::Idle);
+        scheduleCollection();
         // The last deployment never ended (the init was killed or stopped in it): whatever the
         // model's fingerprint says, what runs may be half of it.
         if (state.lastUnfinished() && config.deploy.on_boot != OnBoot::Never) {
@@ -254,7 +265,7 @@ struct DeployQueue::Impl {
     }
 
     void startNext() {
-        if (!pending || stopped() || running()) return;
+        if (!pending || stopped() || running() || stage == DeployStage::Collecting) return;
         // Saves are still coming in: the file may be half-written. The watcher calls back once
         // they have been quiet for the debounce, and the follow-up starts then.
         if (watcher && watcher->settling() && !pending->rollback()) return enter(DeployStage::Debouncing);
@@ -337,10 +348,11 @@ struct DeployQueue::Impl {
             sayPlan();
             return finish(Outcome::Succeeded, 0, "");
         }
-        auto argv = invocation.steps[next];
-        run({.argv = argv, .environment = invocation.environment, .log_prefix = prefix() + " |",
-             .keep_group_on_success = manager.switchStartsServices()},
-            [this, invocation = std::move(invocation), next, program = argv.front()](const JobResult& r) mutable {
+        // The spec is made before the completion takes the invocation over.
+        JobSpec spec{.argv = invocation.steps[next], .environment = invocation.environment, .log_prefix = prefix() + " |",
+                     .keep_group_on_success = manager.switchStartsServices()};
+        std::string program = spec.argv.front();
+        run(std::move(spec), [this, invocation = std::move(invocation), next, program](const JobResult& r) mutable {
             if (r.ok()) return runRollbackSteps(std::move(invocation), next + 1);
             sayPlan();
             if (!r.started) {
@@ -521,6 +533,8 @@ struct DeployQueue::Impl {
         if (outcome == Outcome::Succeeded) {
             state.bootstrapped = true;
             retries_done = 0;
+            delete_generations_due = config.gc.keep_generations > 0;
+            if (config.gc.collect_after_deployments && ++successes_since_collect >= config.gc.collect_after_deployments) collect_due = true;
             if (was_rollback) {
                 // What runs is no model the init knows: the model as it is now is not deployed
                 // again until it changes, at boot included.
@@ -549,6 +563,66 @@ struct DeployQueue::Impl {
         } else if (outcome != Outcome::Succeeded && !stopped()) {
             spdlog::info("the next change of the model (or SIGHUP) deploys again");
         }
+        startNext();
+        runHousekeeping(); // only when nothing was started: deployments go first
+    }
+
+    // gc.collect_every_h: the only timer of an idle engine, and only when set.
+    void scheduleCollection() {
+        if (config.gc.collect_every.count() == 0 || stopped()) return;
+        collect_timer.expires_after(config.gc.collect_every);
+        collect_timer.async_wait([this](const boost::system::error_code& ec) {
+            if (ec || stopped()) return;
+            collect_due = true;
+            runHousekeeping();
+            scheduleCollection();
+        });
+    }
+
+    // gc: the profile's old generations, then the store, each logged like a deployment's step;
+    // never while a deployment runs (it waits for the end), and a deployment asked for meanwhile
+    // waits for it.
+    void runHousekeeping() {
+        if (stopped() || running() || pending || stage == DeployStage::Collecting) return;
+        std::vector<std::vector<std::string>> steps;
+        if (delete_generations_due)
+            steps.push_back({"nix-env", "-p", config.profile, "--delete-generations", "+" + std::to_string(config.gc.keep_generations)});
+        if (collect_due) steps.push_back({"nix-collect-garbage"});
+        if (steps.empty()) return;
+        gc_label = delete_generations_due || successes_since_collect ? "gc after deploy #" + std::to_string(state.nextNumber() - 1)
+                                                                     : "gc (gc.collect_every_h)";
+        delete_generations_due = collect_due = false;
+        enter(DeployStage::Collecting);
+        gc_started = Clock::now();
+        runGcStep(std::move(steps), 0);
+    }
+
+    void runGcStep(std::vector<std::vector<std::string>> steps, std::size_t next) {
+        if (next >= steps.size()) {
+            spdlog::info("{}: done in {:.1f} s", gc_label, std::chrono::duration<double>(Clock::now() - gc_started).count());
+            return endHousekeeping();
+        }
+        const auto& argv = steps[next];
+        if (argv.front() == "nix-collect-garbage") successes_since_collect = 0;
+        spdlog::info("{}: {}", gc_label, fmt::join(argv, " "));
+        JobSpec spec{.argv = argv, .log_prefix = gc_label + " |", .timeout = config.gc.timeout, .kill_after = config.shutdown.grace,
+                     .oom_score_raise = kJobOomScoreRaise};
+        gc_job = ChildJob::start(io, spawner, reaper, std::move(spec),
+                                 [this, round = ++gc_round, steps = std::move(steps), next](const JobResult& r) mutable {
+            if (round != gc_round) return;
+            gc_job.reset();
+            if (stopped()) return;
+            if (!r.ok()) {
+                spdlog::error("{}: {} {}{}; the services are not affected", gc_label, steps[next].front(), r.description,
+                              r.timed_out ? " after gc.timeout_s " + std::to_string(config.gc.timeout.count()) + " s" : "");
+                return endHousekeeping();
+            }
+            runGcStep(std::move(steps), next + 1);
+        });
+    }
+
+    void endHousekeeping() {
+        enter(DeployStage::Idle);
         startNext();
     }
 
@@ -665,7 +739,9 @@ struct DeployQueue::Impl {
         pending.reset();
         ++retry_round;
         retry_timer.cancel();
+        collect_timer.cancel();
         if (job) job->stop();
+        if (gc_job) gc_job->stop();
     }
 
     // The init is about to exit: the job's completion will never run (the loop stops), so the

@@ -55,7 +55,10 @@ struct Demo {
         std::istringstream lines(readFile(t / "env"));
         for (std::string l; std::getline(lines, l);) env.push_back(l);
     }
-    void start() { init = std::make_unique<Child>(inPidNamespace({initBinary(), "-c", t / "etc/init.yaml"}), Options{.env = env}); }
+    void start(std::vector<std::string> more_env = {}) {
+        more_env.insert(more_env.begin(), env.begin(), env.end());
+        init = std::make_unique<Child>(inPidNamespace({initBinary(), "-c", t / "etc/init.yaml"}), Options{.env = more_env});
+    }
     void stop() {
         REQUIRE(::kill(namespaceInit(init->pid()), SIGTERM) == 0);
         CHECK(init->wait() == 0);
@@ -140,6 +143,65 @@ TEST_CASE("webapp demo: boot, add webapp2 by editing processes.nix, a broken edi
     CHECK_THAT(demo.init->stderrText(), Catch::Contains("deploy #5: at boot"));
     CHECK_THAT(demo.init->stderrText(), Catch::Contains("deploy #5: -webapp2 ~nginx =webapp"));
     CHECK(answers("webapp.local", 5000));
+    CHECK_FALSE(answers("webapp2.local", 5001));
+    demo.stop();
+}
+
+namespace {
+
+// nixproc-initctl against the demo's init, its output and exit status.
+struct Ctl {
+    int status;
+    std::string out, err;
+};
+Ctl initctl(const std::string& socket, std::vector<std::string> args) {
+    args.insert(args.begin(), {NIXPROC_INITCTL_BIN, "--socket", socket});
+    Child c(args);
+    int status = c.wait(120s);
+    return {status, c.outputText(), c.stderrText()};
+}
+
+} // namespace
+
+TEST_CASE("webapp demo: a rollback after adding webapp2 takes it away again, and gc keeps the last generations", "[e2e]") {
+    Demo demo;
+    std::string socket = demo.t / "control.sock";
+    // The store is the host's: only generations are deleted here, nix-collect-garbage is the
+    // integration tests' (on a store of their own).
+    std::ofstream(demo.t / "etc/init.yaml", std::ios::app) << "gc:\n  keep_generations: 2\n";
+    demo.start({"NIXPROC_INIT_CONTROL_SOCKET=" + socket});
+    REQUIRE(demo.deployed(1));
+    REQUIRE(demo.init->expectLog("gc after deploy #1: done", 60s, {"gc after deploy #1: nix-env failed"}));
+    CHECK_THAT(demo.init->stderrText(), Catch::Contains("gc after deploy #1: nix-env -p " + demo.t / "profiles/processes" + " --delete-generations +2"));
+    saveAs(demo.model(), kKit + "/processes-with-webapp2.nix");
+    REQUIRE(demo.deployed(2));
+    REQUIRE(demo.answersSoon("webapp2.local", 5001));
+
+    // The rollback, as an operator runs it: it waits for the deployment and says how it went.
+    Ctl rollback = initctl(socket, {"rollback", "--wait"});
+    CHECK(rollback.status == 0);
+    CHECK_THAT(rollback.out, Catch::Contains("deploy #3: from generation 2 to 1") && Catch::Contains("deploy #3: -webapp2 ~nginx =webapp") &&
+                                 Catch::Contains("deploy #3: done"));
+    CHECK_FALSE(answers("webapp2.local", 5001));
+    CHECK(answers("webapp.local", 5000));
+    Ctl history = initctl(socket, {"history"});
+    CHECK(history.status == 0);
+    CHECK_THAT(history.out, Catch::Contains("rollback"));
+    // Three generations made (the rollback is one), two kept.
+    REQUIRE(demo.init->expectLog("gc after deploy #3: done", 60s, {"gc after deploy #3: nix-env failed"}));
+    int links = 0;
+    for (const auto& e : fs::directory_iterator(demo.t / "profiles"))
+        if (e.path().filename().string().ends_with("-link")) ++links;
+    CHECK(links == 2);
+
+    // Ready: the model still has webapp2, but a rollback undid it on purpose.
+    Ctl health = initctl(socket, {"health", "--ready"});
+    CHECK(health.status == 0);
+    demo.stop();
+    // Not deployed again at boot either.
+    demo.start({"NIXPROC_INIT_CONTROL_SOCKET=" + socket});
+    REQUIRE(demo.init->expectLog("unchanged since a rollback undid its deployment", 60s, {"deploy #4: "}));
+    CHECK(demo.answersSoon("webapp.local", 5000));
     CHECK_FALSE(answers("webapp2.local", 5001));
     demo.stop();
 }

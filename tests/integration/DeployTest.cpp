@@ -680,3 +680,70 @@ TEST_CASE("a switch that fails after setting the profile says so, and how to go 
     CHECK_THAT(c.init->stderrText(), !Catch::Contains("the running services are as they were"));
     c.stop();
 }
+
+TEST_CASE("gc deletes all but the last generations after each deployment and collects after every K, never while one runs", "[deploy][gc]") {
+    Container c;
+    c.profile_name = "processes";
+    // nix-collect-garbage for real, on a store of the test's own.
+    c.start("gc:\n  keep_generations: 1\n  collect_after_deployments: 2\n", {"NIX_CONFIG=store = " + c.t / "store"});
+    REQUIRE(c.done(1));
+    REQUIRE(c.init->expectLog("gc after deploy #1: done", 60s, {"gc after deploy #1: nix-env failed"}));
+    CHECK_THAT(c.init->stderrText(), Catch::Contains("gc after deploy #1: nix-env -p " + c.t / "processes" + " --delete-generations +1"));
+    CHECK_THAT(c.init->stderrText(), !Catch::Contains("nix-collect-garbage"));
+    c.save(model("2"));
+    REQUIRE(c.done(2));
+    REQUIRE(c.init->expectLog("gc after deploy #2: done", 60s, {"gc after deploy #2: nix-env failed", "gc after deploy #2: nix-collect-garbage failed"}));
+    const std::string& log = c.init->stderrText();
+    CHECK(log.find("gc after deploy #2: nix-collect-garbage") > log.find("deploy #2: done"));
+    CHECK_THAT(log, Catch::Contains("gc after deploy #2 | 0 store paths deleted"));
+    std::vector<std::string> links;
+    for (const auto& e : fs::directory_iterator(c.t.path))
+        if (e.path().filename().string().ends_with("-link")) links.push_back(e.path().filename());
+    CHECK(links == std::vector<std::string>{"processes-2-link"});
+    c.stop();
+}
+
+TEST_CASE("gc on a schedule runs nix-collect-garbage at its times, and deployments go on after it", "[deploy][gc]") {
+    Container c;
+    c.start("gc:\n  collect_every_h: 0.0003\n", {"NIX_CONFIG=store = " + c.t / "store"}); // about 1 s
+    REQUIRE(c.done(1));
+    REQUIRE(c.init->expectLog("gc (gc.collect_every_h): done", 30s, {"gc (gc.collect_every_h): nix-collect-garbage failed"}));
+    CHECK_THAT(c.init->stderrText(), Catch::Contains("gc (gc.collect_every_h): nix-collect-garbage"));
+    CHECK_THAT(c.init->stderrText(), !Catch::Contains("--delete-generations"));
+    c.save(model("2"));
+    REQUIRE(c.done(2));
+    c.stop();
+}
+
+TEST_CASE("with deploy.on_failure rollback a switch that fails after switching the profile is rolled back as a deployment of its own", "[deploy][rollback]") {
+    Container c;
+    c.profile_name = "processes";
+    auto mark = c.t / "fail";
+    // Fails after its work once the mark exists, but not when it rolls back.
+    auto wrapper = c.t.write("bin/nixproc-sysvinit-switch",
+                             "#!/bin/sh\n" STANDINS_DIR "/nixproc-sysvinit-switch \"$@\" || exit\n"
+                             "case \" $* \" in *' --rollback '*) exit 0 ;; esac\n"
+                             "[ -e " + mark + " ] || exit 0\necho 'rc S20webapp2: ERROR'\nexit 1\n", 0755);
+    c.switch_command = "[" + wrapper + "]";
+    c.deploy_extra = "  on_failure: rollback\n";
+    c.start();
+    REQUIRE(c.done(1));
+    writeFile(mark, "");
+    c.save(model("2"));
+    REQUIRE(c.init->expectLog("deploy #2: failed"));
+    REQUIRE(c.done(3));
+    const std::string& log = c.init->stderrText();
+    CHECK_THAT(log, Catch::Contains("deploy #3: rollback after the failed deployment (deploy.on_failure: rollback)"));
+    CHECK_THAT(log, Catch::Contains("deploy #3: from generation 2 to 1"));
+    CHECK_THAT(log, !Catch::Contains("goes back to the generation that ran before")); // it is done, not suggested
+    CHECK_THAT(log, Catch::Contains("deploy #3: ~webapp =nginx")); // webapp back to generation 1's
+    CHECK(fs::read_symlink(c.t / "processes") == "processes-3-link"); // upstream's --rollback makes a new generation
+    // The model itself is not deployed again until it changes.
+    c.save(model("2")); // saved again, unchanged
+    REQUIRE(c.init->expectLog("unchanged since a rollback undid its deployment: nothing to do"));
+    fs::remove(mark);
+    c.save(model("3"));
+    REQUIRE(c.done(4));
+    CHECK(c.records().back() == recorded("3"));
+    c.stop();
+}
