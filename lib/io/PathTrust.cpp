@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstring>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 #include <vector>
 
@@ -11,6 +12,13 @@ namespace nixproc {
 namespace {
 
 bool trustedOwner(unsigned uid) { return uid == 0 || uid == ::geteuid(); }
+
+// Nobody writes into a read-only mount, whatever its mode says: the kubelet mounts a ConfigMap
+// volume read-only with its root 0777 (1777 with the sticky bit).
+bool onReadOnlyMount(const std::string& path) {
+    struct statvfs fs {};
+    return ::statvfs(path.c_str(), &fs) == 0 && (fs.f_flag & ST_RDONLY);
+}
 
 std::string modeText(unsigned mode) {
     char text[8];
@@ -56,7 +64,7 @@ std::string untrustedPath(const std::string& path) {
         if (!trustedOwner(st.st_uid)) return untrustedOwnerOrMode(what, st.st_uid, st.st_mode);
         // A sticky world-writable folder (/tmp) lets nobody else rename the trusted entry below it
         // (checked next), so it is only refused as the last component.
-        if (S_ISDIR(st.st_mode) && (st.st_mode & (S_IWGRP | S_IWOTH))) {
+        if (S_ISDIR(st.st_mode) && (st.st_mode & (S_IWGRP | S_IWOTH)) && !onReadOnlyMount(chain[i])) {
             bool sticky = st.st_mode & S_ISVTX;
             if (last || !sticky) return untrustedOwnerOrMode(what, st.st_uid, st.st_mode);
         }

@@ -747,3 +747,21 @@ TEST_CASE("with deploy.on_failure rollback a switch that fails after switching t
     CHECK(c.records().back() == recorded("3"));
     c.stop();
 }
+
+TEST_CASE("a model folder that others could write is trusted on a read-only mount, as the kubelet mounts a ConfigMap", "[deploy]") {
+    Container c;
+    // The model's folder becomes a tmpfs of mode 1777 holding a copy of the model, then read-only,
+    // in the init's own mount namespace; the init starts after that.
+    std::string ro = c.t / "configmap";
+    fs::create_directories(ro);
+    auto yaml = c.t.write("init.yaml", "process_manager: sysvinit\nprocesses: " + ro + "/processes.nix\nprofile: " + c.t / "profile" +
+                                           "\nstate_dir: " + c.state_dir + "\ndeploy:\n  command: [nixproc-sysvinit-switch]\n");
+    std::string script = "mount -t tmpfs -o mode=1777 tmpfs " + ro + " && cp " + c.path + " " + ro + "/ && mount -o remount,ro " + ro +
+                         " && exec " + initBinary() + " -c " + yaml;
+    std::vector<std::string> env{std::string("PATH=") + STANDINS_DIR + ":/usr/sbin:/usr/bin:/sbin:/bin",
+                                 "NIXPROC_STANDIN_LOG=" + c.t / "deployed"};
+    c.init = std::make_unique<Child>(inPidNamespace({"/bin/sh", "-c", script}), Options{.env = env});
+    REQUIRE(c.done(1));
+    CHECK_THAT(c.init->stderrText(), !Catch::Contains("writable by others"));
+    c.stop();
+}
