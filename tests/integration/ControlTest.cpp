@@ -200,6 +200,25 @@ TEST_CASE("initctl deploy --wait prints the deployment's lines as they come and 
     c.stop();
 }
 
+TEST_CASE("initctl rollback --wait goes back a generation, and one that does not exist is refused", "[control]") {
+    Container c;
+    c.start();
+    REQUIRE(c.done(1));
+    c.save("{\n  webapp = \"1\";\n  webapp2 = \"1\";\n  nginx = \"2\";\n}\n");
+    REQUIRE(c.done(2));
+    Ran back = c.ctl({"rollback", "--wait"});
+    INFO(back.out << back.err);
+    CHECK(back.code == 0);
+    CHECK_THAT(back.out, Catch::Contains("deploy #3: rollback, asked for by nixproc-initctl\n"));
+    CHECK_THAT(back.out, Catch::Contains("deploy #3: -webapp2 ~nginx =webapp\n"));
+    CHECK_THAT(back.out, Catch::EndsWith("\ndeploy #3 succeeded\n"));
+    CHECK_THAT(c.ctl({"history", "-n", "1"}).out, Catch::Matches(R"(#3  succeeded  rollback  \S+  -webapp2 ~nginx =webapp\n)"));
+    Ran missing = c.ctl({"rollback", "--to", "99", "--wait"});
+    CHECK(missing.code == 1);
+    CHECK(missing.err == "nixproc-initctl: rollback refused: " + c.t / "processes" + " has no generation 99\n");
+    c.stop();
+}
+
 TEST_CASE("the init reaps orphans and answers probes while 100 clients hang connected", "[control]") {
     TempDir t;
     std::string socket = t / "run/control.sock";
