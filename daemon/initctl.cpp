@@ -90,12 +90,12 @@ struct Options {
     bool help = false, version = false;
 };
 
-unsigned positive(const std::string& text, const std::string& what) {
+unsigned positive(const std::string& text, const std::string& what, unsigned long long most = 4294967295ull) {
     char* end = nullptr;
     errno = 0;
     unsigned long long n = text.empty() || text[0] == '-' ? 0 : std::strtoull(text.c_str(), &end, 10);
-    if (text.empty() || errno != 0 || !end || *end != '\0' || n < 1 || n > 4294967295ull)
-        fail(exit_status::kUsage, what + " must be a whole number from 1 up, not '" + text + "'");
+    if (text.empty() || errno != 0 || !end || *end != '\0' || n < 1 || n > most)
+        fail(exit_status::kUsage, what + " must be a whole number from 1 to " + std::to_string(most) + ", not '" + text + "'");
     return static_cast<unsigned>(n);
 }
 
@@ -126,7 +126,7 @@ Options parse(const std::vector<std::string>& args) {
         else if (a == "--json") o.json = true, given.push_back(a);
         else if (a == "--wait") o.wait = true, given.push_back(a);
         else if (a == "--to") o.generation = positive(value(), "--to"), given.push_back(a);
-        else if (a == "-n") o.count = positive(value(), "-n"), given.push_back(a);
+        else if (a == "-n") o.count = positive(value(), "-n", 10000), given.push_back(a); // as the init takes
         else if (a == "--ready") o.live = false, given.push_back(a);
         else if (a == "--live") o.live = true, given.push_back(a);
         else if (a == "--timeout") o.timeout = parseSeconds(value(), "--timeout"), given.push_back(a);

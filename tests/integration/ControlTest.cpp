@@ -301,6 +301,9 @@ TEST_CASE("initctl says which socket it cannot reach and why, and exits 3", "[co
     Ran usage = initctl({"health", "--wait"});
     CHECK(usage.code == 2);
     CHECK_THAT(usage.err, Catch::StartsWith("nixproc-initctl: --wait is not an option of health\n"));
+    Ran count = initctl({"--socket", stale, "history", "-n", "20000"});
+    CHECK(count.code == 2);
+    CHECK_THAT(count.err, Catch::StartsWith("nixproc-initctl: -n must be a whole number from 1 to 10000, not '20000'\n"));
 }
 
 TEST_CASE("a user that is neither root nor the init's cannot ask", "[control]") {
