@@ -320,7 +320,9 @@ void printStatus(const Status& s) {
         }
         row("last:", d.last ? describe(*d.last) : "none yet");
         row("last success:", d.last_success ? describe(*d.last_success) : "none yet");
-        row("model:", std::string(d.needed ? "differs from what was last deployed" : "deployed") +
+        row("model:", std::string(d.needed        ? "differs from what was last deployed"
+                                  : d.rolled_back ? "undone by the rollback, not deployed again until it changes (or initctl deploy)"
+                                                  : "deployed") +
                           (d.pending ? "; a follow-up deployment waits" : ""));
         row("watcher:", d.watching ? "watching" : d.watcher_problem.empty() ? "off" : "not watching: " + d.watcher_problem);
         std::string counts;

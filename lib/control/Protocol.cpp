@@ -211,6 +211,7 @@ json::value deployStatus(const DeployStatus& d) {
     o["last_success"] = optionalDeployment(d.last_success);
     o["pending"] = d.pending;
     o["needed"] = d.needed;
+    o["rolled_back"] = d.rolled_back;
     o["watching"] = d.watching;
     o["watcher_problem"] = text(d.watcher_problem);
     json::object counts; // every outcome a deployment can end with, 0 included: scripts read fixed keys
@@ -234,6 +235,7 @@ DeployStatus deployStatusFrom(const Fields& f) {
     d.last_success = optionalDeploymentFrom(f, "last_success");
     d.pending = f.optionalBoolean("pending", false);
     d.needed = f.optionalBoolean("needed", false);
+    d.rolled_back = f.optionalBoolean("rolled_back", false);
     d.watching = f.optionalBoolean("watching", false);
     d.watcher_problem = f.optionalString("watcher_problem");
     if (auto counts = f.optionalObject("deployments_by_outcome")) {

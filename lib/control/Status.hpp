@@ -66,6 +66,7 @@ struct DeployStatus {
     std::optional<DeploymentStatus> last_success;
     bool pending = false;        // a follow-up waits (for the running one, or the debounce)
     bool needed = false;         // the model differs from what was last deployed (or nothing was)
+    bool rolled_back = false;    // the model is as when a rollback undid its deployment: not deployed until it changes
     bool watching = false;       // the watcher runs
     std::string watcher_problem; // why it does not, when it should
     std::map<Outcome, unsigned> by_outcome; // since the init started

@@ -552,6 +552,7 @@ struct DeployQueue::Impl {
         std::string before_switch = profile_before;
         bool touched = switch_ran;
         current.reset();
+        if (!stopped()) enter(DeployStage::Idle);
         tell(std::exchange(observers, {}), ended);
         if (was_rollback) {
             if (outcome != Outcome::Succeeded && !stopped()) spdlog::info("the next change of the model (or SIGHUP) deploys again");
@@ -712,6 +713,7 @@ struct DeployQueue::Impl {
             }
         }
         s.needed = deploymentNeeded();
+        if (!state.rolled_back_fingerprint.empty()) s.rolled_back = model.fingerprint() == state.rolled_back_fingerprint;
         return s;
     }
 

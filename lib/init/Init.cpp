@@ -293,7 +293,7 @@ struct Init::Loop {
         case Command::Kind::Status: return {.status = status()};
         case Command::Kind::Health: {
             Health h = c.live ? Health{true, "the init answers (" + std::string(name(phase)) + ")"} : readiness(status());
-            return {.accepted = h.ok, .why = h.why, .health = h};
+            return {.why = h.why, .health = h}; // an unhealthy answer is an answer, not a refusal
         }
         case Command::Kind::History:
             if (!deployer) return refused("a plain init does not deploy");
