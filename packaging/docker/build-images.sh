@@ -133,13 +133,15 @@ for variant in base build demo; do
     import_base_image "$variant"
 done
 version=$(sed -n 's/^project(nixproc-init VERSION \([0-9.]*\).*/\1/p' "$source_dir/CMakeLists.txt")
-limits=""
-[ "$engine" = podman ] && limits=$("$here/podman-limits.sh")
+build_options=""
+# podman: the limits root may set here, and the docker format: podman builds OCI images by
+# default, a format without HEALTHCHECK (podman drops it with a warning).
+[ "$engine" = podman ] && build_options="$("$here/podman-limits.sh") --format docker"
 for target in init demo; do
     started=$(date +%s)
     log "$engine build --target $target"
     # shellcheck disable=SC2086
-    "$engine" build $limits --file "$here/Dockerfile" --target "$target" \
+    "$engine" build $build_options --file "$here/Dockerfile" --target "$target" \
         --tag "nixproc-$target:latest" --tag "nixproc-$target:$version" "$source_dir"
     log "nixproc-$target:$version built in $(($(date +%s) - started)) s"
 done
