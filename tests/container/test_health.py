@@ -4,9 +4,14 @@ packaging/kubernetes/nixproc-demo.yaml, read from the manifest and run in the de
    test_health.py ENGINE STATE SCENARIO
 
 docker runs the image's HEALTHCHECK itself, here every HEALTH_INTERVAL_S (--health-interval; the
-image's timeout, start period and retries stay). podman would run it from a systemd timer, which
-a machine without systemd as PID 1 does not have: it runs with --health-interval=disable and the
-test runs `podman healthcheck run` itself, once per interval, as the timer would.
+image's command, timeout, start period and retries stay). podman would run it from a systemd
+timer, which a machine without systemd as PID 1 does not have: the test runs `podman healthcheck
+run` itself, once per interval, as the timer would. podman takes no --health-* option without
+--health-cmd (it keeps the image's check whole), so it gets the image's command and retries again
+with --health-interval=disable (no timer) and a start period of PODMAN_START_PERIOD_S: podman
+ignores every failed check within the start period, even after a success (docker counts them from
+the first success on), and with the image's 120 s a broken edit in the first two minutes would
+never read unhealthy.
 """
 import json
 import os
@@ -28,6 +33,7 @@ from engine import SOURCE_DIR
 MANIFEST = os.path.join(SOURCE_DIR, "packaging/kubernetes/nixproc-demo.yaml")
 WEBAPP2_MODEL = os.path.join(SOURCE_DIR, "packaging/demo/processes-with-webapp2.nix")
 HEALTH_INTERVAL_S = 2
+PODMAN_START_PERIOD_S = 5
 RETRIES = 3  # the image's --retries
 
 
@@ -44,10 +50,22 @@ def manifest():
             env, configmap["data"])
 
 
+def image_healthcheck(engine):
+    """The demo image's HEALTHCHECK: {"Test": [...], "Interval": ns, "Timeout": ns, ...}."""
+    template = "{{json .Config.Healthcheck}}" if engine.name == "docker" else "{{json .HealthCheck}}"
+    return json.loads(engine.run("image", "inspect", "--format", template, DEMO_IMAGE).stdout or "null") or {}
+
+
 def health_run_args(engine):
     if engine.name == "docker":
         return ["--health-interval", f"{HEALTH_INTERVAL_S}s"]
-    return ["--health-interval", "disable"]
+    image = image_healthcheck(engine)
+    test = image.get("Test") or []
+    if test[:1] != ["CMD"]:
+        raise Failed(f"the image's HEALTHCHECK is not an exec form CMD: {image}")
+    return ["--health-cmd", json.dumps(test[1:]), "--health-interval", "disable",
+            "--health-timeout", f"{image['Timeout'] // 10**9}s", "--health-retries", str(image["Retries"]),
+            "--health-start-period", f"{PODMAN_START_PERIOD_S}s"]
 
 
 def health(demo):
@@ -95,9 +113,11 @@ def healthy_after_first_deployment(engine, checks):
     demo = Container(checks, DEMO_IMAGE, *health_run_args(engine), hint="health")
     status = health(demo).get("Status")
     checks.check(status == "starting", f"right after run -d the engine's health is 'starting' (it is {status!r})")
-    configured = json.loads(demo.inspect("{{json .Config.Healthcheck}}") or "null") or {}
-    checks.check(configured.get("Test") == ["CMD", *ready],
-                 f"the image's HEALTHCHECK runs the manifest's readiness command {ready} (it runs {configured.get('Test')})")
+    image = image_healthcheck(engine)
+    checks.check(image.get("Test") == ["CMD", *ready] and image.get("Retries") == RETRIES,
+                 f"the image's HEALTHCHECK runs the manifest's readiness command {ready} with {RETRIES} retries ({image})")
+    running = json.loads(demo.inspect("{{json .Config.Healthcheck}}") or "null") or {}
+    checks.check(running.get("Test") == image["Test"], f"the container runs the image's check ({running.get('Test')})")
 
     _, _, done = demo.wait_for(r"deploy #1: done", timeout=FIRST_DEPLOYMENT_S, fail=r"deploy #1: (failed|refused)")
     checks.timing("run -d → deploy #1 done", done - demo.started)
