@@ -235,6 +235,10 @@ def check_volumes(s):
     found = covering(mounts, model_folder)
     if not found or found[0] != model_folder or found[1][1].get("configMap", {}).get("name") != configmap:
         raise Failed(f"the model's folder {model_folder} is not the ConfigMap {configmap} mounted there (found {found and found[0]})")
+    # The ConfigMap's folder is 1777 but read-only, which the init's trust check accepts as it is.
+    if config["deploy"]["allow_insecure_model"]:
+        raise Failed("the pod's configuration sets deploy.allow_insecure_model: the ConfigMap's read-only folder needs no such "
+                     "override, and it would let a writable model folder through")
 
     kept = {}
     for what, path in (("the state folder", config["state_dir"]), ("the Nix store and profiles", "/nix"),
@@ -316,7 +320,7 @@ CHECKS = [
     ("liveness never asks for readiness and tolerates a busy node", check_probe_timing),
     ("terminationGracePeriodSeconds is above the init's grace in the pod", check_grace),
     ("the ConfigMap holds the demo's files, as sync-configmap.py writes them", check_configmap),
-    ("the mounts cover the model, the state folder, /nix, the profile, conf.d and the socket's folder", check_volumes),
+    ("the mounts cover the model (trusted as it is), the state folder, /nix, the profile, conf.d and the socket's folder", check_volumes),
     ("the image is the one build-images.sh tags, pulled only if not present", check_image),
     ("one replica, the Service reaches port 8080, the kustomization lists the manifest", check_workload),
 ]
@@ -389,6 +393,7 @@ BROKEN = [
      lambda s: (s.pod()["volumes"].append({"name": "state", "emptyDir": {}}),
                 next(m for m in s.container()["volumeMounts"] if m["mountPath"] == "/var/lib/nixproc-init").update(name="state", subPath=None)),
      "different volumes"),
+    ("the trust check is turned off", lambda s: set_env(s, "NIXPROC_INIT_DEPLOY_ALLOW_INSECURE_MODEL", "true"), "allow_insecure_model"),
     ("the control socket is moved out of its volume", lambda s: set_env(s, "NIXPROC_INIT_CONTROL_SOCKET", "/var/run/initctl.sock"), "control socket"),
     ("the control socket is turned off", lambda s: set_env(s, "NIXPROC_INIT_CONTROL_SOCKET", ""), "no control socket"),
     ("the control volume is on disk", lambda s: next(v for v in s.pod()["volumes"] if v["name"] == "control").__setitem__("emptyDir", {}), "in memory"),
