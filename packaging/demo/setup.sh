@@ -44,6 +44,9 @@ bootstrap:
   channel: ""
 shutdown:
   grace_s: 8
+# nixproc-initctl -c $dir/etc/init.yaml finds it here (an image keeps the default, in /run).
+control:
+  socket: $dir/run/control.sock
 EOY
 # Nix as root without the nixbld group, its sandbox or a binary cache (this machine is offline).
 mkdir -p "$dir/nix"
