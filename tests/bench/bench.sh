@@ -7,13 +7,19 @@
 #   reap      `INIT -- testkit orphans 10000`: create 10,000 orphans until none is a zombie, median of 5
 #   RSS       VmRSS of the init while its child sleeps
 #   wakeups   voluntary context switches of the idle init over $IDLE seconds
+# tests/bench/bench.sh rss-breakdown [BUILD_DIR]: what is resident in each idle init, one at a time
+# (/proc/PID/smaps_rollup), nixproc-init also as the sysvinit backend after its boot deployment; then,
+# for nixproc-init, its mappings and its binary's resident pages by component (rss_layout.py, from
+# the link map), and any code that ran outside daemon/hot-text.ld (then run tests/bench/hot-text.sh).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+mode=tables
+[ "${1:-}" = rss-breakdown ] && { mode=rss-breakdown; shift; }
 build=${1:-build}
 RUNS=${RUNS:-300}
 IDLE=${IDLE:-10}
 testkit=$build/tests/testkit
-[ -x "$testkit" ] || { echo "bench: build first ($testkit missing)" >&2; exit 2; }
+[ "$mode" = rss-breakdown ] || [ -x "$testkit" ] || { echo "bench: build first ($testkit missing)" >&2; exit 2; }
 ns="unshare --pid --fork --mount-proc"
 declare -A cmd=(
     [nixproc-init]="$(realpath "$build/daemon/nixproc-init") -q --"
@@ -22,6 +28,39 @@ declare -A cmd=(
     [catatonit]="$(command -v catatonit) --"
 )
 inits=(nixproc-init tini dumb-init catatonit)
+
+if [ "$mode" = rss-breakdown ]; then
+    . tests/bench/idle-init.sh
+    tmp=$(mktemp -d)
+    trap 'idle_stop KILL; rm -rf "$tmp"' EXIT
+    fields=(Rss Pss Private_Dirty Private_Clean Shared_Clean Anonymous)
+    rollup() { # the fields of /proc/$1/smaps_rollup, as table cells
+        local f
+        for f in "${fields[@]}"; do printf ' %s |' "$(awk -v k="$f:" '$1 == k {print $2}' "/proc/$1/smaps_rollup")"; done
+    }
+    details=()
+    # A binary just linked is dirty page cache until written back, which smaps counts as Private_Dirty.
+    sync "$(realpath "$build/daemon/nixproc-init")"
+    echo "| init (idle, KiB) |$(printf ' %s |' "${fields[@]}")"
+    echo "|---|$(printf -- '---|%.0s' "${fields[@]}")"
+    for i in "${inits[@]}" "nixproc-init (sysvinit, deployed)"; do
+        if [ "$i" = "nixproc-init (sysvinit, deployed)" ]; then
+            idle_managed "$tmp" "$(realpath "$build/daemon/nixproc-init")"
+        else
+            idle_plain ${cmd[$i]}
+            sleep 1 # let start-up settle, as below
+        fi
+        echo "| $i |$(rollup "$IDLE_PID")"
+        if [[ $i == nixproc-init* ]]; then
+            details+=("### $i" "$(python3 tests/bench/rss_layout.py breakdown "$build/daemon/nixproc-init.map" "$IDLE_PID")")
+        fi
+        idle_stop
+    done
+    echo "(one init at a time; Shared_Clean: pages of a file others map too, such as libc.so's)"
+    printf '\n%s\n' "${details[@]}"
+    exit 0
+fi
+
 tmp=$(mktemp -d)
 declare -A pid
 # Stop the idle inits the way Docker does: SIGTERM to the namespace's PID 1.
