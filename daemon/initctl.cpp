@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <fcntl.h>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -249,7 +250,7 @@ struct Asked {
     std::string line;
     Reply reply;
 };
-Asked ask(const std::string& path, const protocol::Request& request) {
+Asked ask(const std::string& path, const protocol::Request& request, bool busy_is_an_answer = false) {
     auto until = Clock::now() + kBusyRetryFor;
     milliseconds pause{20};
     for (;;) {
@@ -271,7 +272,7 @@ Asked ask(const std::string& path, const protocol::Request& request) {
         }
         if (!a.reply.accepted && a.reply.why.starts_with("permission denied"))
             fail(exit_status::kUnreachable, a.reply.why);
-        if (isBusy(a.reply)) fail(exit_status::kUnreachable, a.reply.why);
+        if (isBusy(a.reply) && !busy_is_an_answer) fail(exit_status::kUnreachable, a.reply.why);
         return a;
     }
 }
@@ -415,7 +416,13 @@ int run(const Options& o) {
     if (o.command == "health") {
         c.kind = Command::Kind::Health;
         c.live = o.live;
-        auto a = ask(path, request);
+        // Busy serving others is an answer from a live loop: a liveness probe must not restart a
+        // container because clients crowd its socket.
+        auto a = ask(path, request, o.live);
+        if (o.live && isBusy(a.reply)) {
+            std::printf("live: the init answers (%s)\n", a.reply.why.c_str());
+            return exit_status::kOk;
+        }
         if (!a.reply.health) fail(exit_status::kFailed, a.reply.accepted ? "the init's answer has no health" : a.reply.why);
         std::printf("%s: %s\n", a.reply.health->ok ? (o.live ? "live" : "ready") : (o.live ? "not live" : "not ready"),
                     a.reply.health->why.c_str());
@@ -462,7 +469,23 @@ int run(const Options& o) {
 
 } // namespace
 
+// A closed stdin, stdout or stderr would be taken by the socket, and output meant for the
+// terminal would go to the init: /dev/null holds their place.
+void keepStandardDescriptors() {
+    for (int fd = 0; fd <= 2; ++fd)
+        if (::fcntl(fd, F_GETFD) < 0 && ::open("/dev/null", O_RDWR) < 0) std::_Exit(exit_status::kUnreachable);
+}
+
+// Output that could not be written is a failure (status >/dev/full), as coreutils' close_stdout
+// says; a reader that went away (| head -1) is not worth a word.
+int withOutputWritten(int status) {
+    if (std::fflush(stdout) == 0 && !std::ferror(stdout)) return status;
+    if (errno != EPIPE) std::fprintf(stderr, "nixproc-initctl: cannot write its output: %s\n", std::strerror(errno));
+    return status == exit_status::kOk ? exit_status::kFailed : status;
+}
+
 int main(int argc, char** argv) {
+    keepStandardDescriptors();
     try {
         Options o = parse({argv + 1, argv + argc});
         if (o.help) {
@@ -473,7 +496,7 @@ int main(int argc, char** argv) {
             std::puts("nixproc-initctl " NIXPROC_VERSION);
             return exit_status::kOk;
         }
-        return run(o);
+        return withOutputWritten(run(o));
     } catch (const Failure& f) {
         std::fprintf(stderr, "nixproc-initctl: %s\n", f.message.c_str());
         if (f.status == exit_status::kUsage) std::fputs("Try 'nixproc-initctl --help'.\n", stderr);

@@ -218,34 +218,50 @@ struct DeployQueue::Impl {
         return 0;
     }
 
+    // Two requests that do the same thing: deploy the model (whatever asked), or roll back to the
+    // same generation.
+    static bool sameWork(const Request& a, const Request& b) {
+        return a.rollback() == b.rollback() && (!a.rollback() || a.generation == b.generation);
+    }
+
+    static std::string describe(const Request& r) {
+        if (!r.rollback()) return "a deployment of the model";
+        return "a rollback to generation " + std::to_string(r.generation.value_or(0));
+    }
+
+    // One follow-up at most, which reads the latest content when it starts. Requests for the same
+    // work coalesce (their waiters follow the one deployment; a forced one is never downgraded by
+    // a plain save); a later request for other work replaces the one waiting, said in the log and
+    // to its waiters, except a plain save, which never replaces a rollback or a forced request.
     void request(Request r) {
         if (stopped()) return tell(r.observers, {.kind = DeployEvent::Kind::NotStarted, .why = "deployments are off"});
-        // Coalesce: one follow-up, which reads the latest content when it starts; a forced
-        // request (SIGHUP, boot, retry) is never downgraded by a plain save, and a rollback is
-        // never replaced by a deployment of the model, nor the other way round, without saying so.
-        if (pending && pending->trigger == Trigger::Watch && r.trigger == Trigger::Watch) // both named in the follow-up
-            for (const auto& what : r.changed)
-                if (pending->changed.size() < ModelWatcher::kMaxChangesKept &&
-                    std::find(pending->changed.begin(), pending->changed.end(), what) == pending->changed.end())
-                    pending->changed.push_back(what);
-        if (!pending || r.force) {
-            std::vector<DeployObserver> waiting;
-            if (pending) {
-                waiting = std::move(pending->observers);
-                if (pending->rollback() != r.rollback()) {
-                    tell(waiting, {.kind = DeployEvent::Kind::NotStarted, .why = "replaced by a later request"});
-                    waiting.clear();
-                }
-            }
+        const bool queued_before = pending.has_value();
+        if (!pending) {
             pending = std::move(r);
-            pending->observers.insert(pending->observers.end(), waiting.begin(), waiting.end());
-        } else {
+        } else if (sameWork(*pending, r)) {
+            if (pending->trigger == Trigger::Watch && r.trigger == Trigger::Watch) // both named in the follow-up
+                for (const auto& what : r.changed)
+                    if (pending->changed.size() < ModelWatcher::kMaxChangesKept &&
+                        std::find(pending->changed.begin(), pending->changed.end(), what) == pending->changed.end())
+                        pending->changed.push_back(what);
+            if (r.force && !pending->force) {
+                pending->trigger = r.trigger;
+                pending->force = true;
+            }
             pending->observers.insert(pending->observers.end(), r.observers.begin(), r.observers.end());
+        } else if (r.force) {
+            spdlog::warn("{} replaces {}, which was waiting", describe(r), describe(*pending));
+            tell(pending->observers, {.kind = DeployEvent::Kind::NotStarted, .why = "replaced by " + describe(r) + ", asked for later"});
+            pending = std::move(r);
+        } else {
+            spdlog::info("{} saved while {} waits: it goes first; save again (or nixproc-initctl deploy) after it",
+                         model.fileName(), describe(*pending));
+            tell(r.observers, {.kind = DeployEvent::Kind::NotStarted, .why = describe(*pending) + " waits"});
+            return;
         }
         if (waitingForManager()) return;
         if (running()) {
-            spdlog::info("deploy #{}: still running; {} after it", current->number,
-                         pending->rollback() ? "the rollback" : model.fileName() + " will be deployed");
+            if (!queued_before) spdlog::info("deploy #{}: still running; {} after it", current->number, describe(*pending));
             return;
         }
         startNext();

@@ -325,3 +325,48 @@ TEST_CASE("a user that is neither root nor the init's cannot ask", "[control]") 
                                         ": Permission denied (only root and the init's user may ask)\n");
     c.stop();
 }
+
+TEST_CASE("a request for other work replaces the one waiting behind a deployment, says so, and tells its waiter", "[control]") {
+    Container c;
+    std::string gate = c.t / "gate";
+    Fifo keep(gate);
+    c.start({"NIXPROC_STANDIN_GATE=" + gate});
+    for (int n = 1; n <= 2; ++n) {
+        if (n == 2) c.save(model("2"));
+        REQUIRE(c.init->expectLog("deploy #" + std::to_string(n) + " | waiting at the gate"));
+        openGate(gate);
+        REQUIRE(c.done(n));
+    }
+    c.save(model("3"));
+    REQUIRE(c.init->expectLog("deploy #3 | waiting at the gate"));
+    // Behind deploy #3: a rollback someone waits for, then a deployment asked for by someone else.
+    Child waiter(withOwnSocket({NIXPROC_INITCTL_BIN, "--socket", c.socket, "rollback", "--to", "1", "--wait"}));
+    REQUIRE(c.init->expectLog("deploy #3: still running; a rollback to generation 1 after it"));
+    CHECK(c.ctl({"deploy"}).code == 0);
+    REQUIRE(c.init->expectLog("a deployment of the model replaces a rollback to generation 1, which was waiting"));
+    CHECK(waiter.wait(30s) == 1);
+    CHECK_THAT(waiter.stderrText(), Catch::Contains("replaced by a deployment of the model"));
+    openGate(gate);
+    REQUIRE(c.done(3));
+    REQUIRE(c.init->expectLog("deploy #4 | waiting at the gate"));
+    openGate(gate);
+    REQUIRE(c.done(4));
+    CHECK_THAT(c.init->stderrText(), Catch::Contains("deploy #4: asked for by nixproc-initctl"));
+    CHECK_THAT(c.init->stderrText(), !Catch::Contains("from generation"));
+    c.stop();
+}
+
+TEST_CASE("initctl fails when its output cannot be written, and a closed stdout is not taken by the socket", "[control]") {
+    Container c;
+    c.start();
+    REQUIRE(c.done(1));
+    std::string ctl = std::string(NIXPROC_INITCTL_BIN) + " --socket " + c.socket;
+    Child full(withOwnSocket({"sh", "-c", "exec " + ctl + " status >/dev/full"}));
+    CHECK(full.wait(30s) == 1);
+    CHECK_THAT(full.stderrText(), Catch::Contains("cannot write its output: No space left on device"));
+    // Before, the socket became fd 1: the request went out, and --wait's lines went into it.
+    Child closed(withOwnSocket({"sh", "-c", "exec " + ctl + " deploy --wait >&-"}));
+    CHECK(closed.wait(60s) == 0);
+    REQUIRE(c.done(2));
+    c.stop();
+}

@@ -482,7 +482,7 @@ TEST_CASE("a follow-up queued during a deployment waits for the saves to be quie
     c.save(model("2"));
     REQUIRE(c.init->expectLog("deploy #2 | waiting at the gate"));
     c.save(model("3"));
-    REQUIRE(c.init->expectLog("deploy #2: still running; processes.nix will be deployed after it"));
+    REQUIRE(c.init->expectLog("deploy #2: still running; a deployment of the model after it"));
     // An editor starts writing the next version, and deploy #2 ends in the middle of it.
     c.save("{\n  webapp = \"4\";\n");
     openGate(c.t / "gate");
