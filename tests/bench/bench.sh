@@ -8,9 +8,10 @@
 #   RSS       VmRSS of the init while its child sleeps
 #   wakeups   voluntary context switches of the idle init over $IDLE seconds
 # tests/bench/bench.sh rss-breakdown [BUILD_DIR]: what is resident in each idle init, one at a time
-# (/proc/PID/smaps_rollup), nixproc-init also as the sysvinit backend after its boot deployment; then,
-# for nixproc-init, its mappings and its binary's resident pages by component (rss_layout.py, from
-# the link map), and any code that ran outside daemon/hot-text.ld (then run tests/bench/hot-text.sh).
+# (/proc/PID/smaps_rollup), nixproc-init also as the sysvinit backend after its boot deployment, and
+# then once asked what probes ask (nixproc-initctl health, status, history); then, for nixproc-init,
+# its mappings and its binary's resident pages by component (rss_layout.py, from the link map), and
+# any code that ran outside daemon/hot-text.ld (then run tests/bench/hot-text.sh).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 mode=tables
@@ -43,19 +44,25 @@ if [ "$mode" = rss-breakdown ]; then
     sync "$(realpath "$build/daemon/nixproc-init")"
     echo "| init (idle, KiB) |$(printf ' %s |' "${fields[@]}")"
     echo "|---|$(printf -- '---|%.0s' "${fields[@]}")"
-    for i in "${inits[@]}" "nixproc-init (sysvinit, deployed)"; do
-        if [ "$i" = "nixproc-init (sysvinit, deployed)" ]; then
-            idle_managed "$tmp" "$(realpath "$build/daemon/nixproc-init")"
-        else
-            idle_plain ${cmd[$i]}
-            sleep 1 # let start-up settle, as below
+    row() { # row NAME: the table row of the idle init; for nixproc-init, its breakdown below the table
+        echo "| $1 |$(rollup "$IDLE_PID")"
+        if [[ $1 == nixproc-init* ]]; then
+            details+=("### $1" "$(python3 tests/bench/rss_layout.py breakdown "$build/daemon/nixproc-init.map" "$IDLE_PID")")
         fi
-        echo "| $i |$(rollup "$IDLE_PID")"
-        if [[ $i == nixproc-init* ]]; then
-            details+=("### $i" "$(python3 tests/bench/rss_layout.py breakdown "$build/daemon/nixproc-init.map" "$IDLE_PID")")
-        fi
+    }
+    for i in "${inits[@]}"; do
+        idle_plain ${cmd[$i]}
+        sleep 1 # let start-up settle, as below
+        row "$i"
         idle_stop
     done
+    idle_managed "$tmp" "$(realpath "$build/daemon/nixproc-init")"
+    row "nixproc-init (sysvinit, deployed)"
+    if [ -x "$build/daemon/nixproc-initctl" ]; then
+        idle_probe "$build/daemon/nixproc-initctl"
+        row "nixproc-init (sysvinit, deployed, then asked health, status, history)"
+    fi
+    idle_stop
     echo "(one init at a time; Shared_Clean: pages of a file others map too, such as libc.so's)"
     printf '\n%s\n' "${details[@]}"
     exit 0

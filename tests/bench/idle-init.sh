@@ -39,6 +39,8 @@ deploy:
   check: []
 bootstrap:
   channel: ""
+control:
+  socket: $dir/control.sock
 EOF
     PATH="$repo/tests/standins:/usr/sbin:/usr/bin:/sbin:/bin" \
         unshare --pid --fork --mount-proc "$@" -c "$dir/init.yaml" >/dev/null 2>"$dir/init.log" &
@@ -56,6 +58,18 @@ EOF
     echo "idle-init: no successful boot deployment; the init's log:" >&2
     cat "$dir/init.log" >&2
     return 1
+}
+
+# idle_probe CTL: asks the init of idle_managed, through CTL (nixproc-initctl), what Docker's and
+# Kubernetes' probes and an operator ask: health (it must be ready), health --live, status,
+# status --json, history.
+idle_probe() {
+    local ctl=$1 command
+    "$ctl" --socket "$IDLE_DIR/control.sock" health >/dev/null || { echo "idle-init: the init is not ready" >&2; return 1; }
+    for command in "health --live" status "status --json" history; do
+        # shellcheck disable=SC2086 # the command and its option
+        "$ctl" --socket "$IDLE_DIR/control.sock" $command >/dev/null
+    done
 }
 
 # idle_stop [SIGNAL]: stops the namespace's PID 1 (SIGTERM, as docker stop) and waits for unshare.

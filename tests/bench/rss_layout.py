@@ -281,7 +281,10 @@ def hot_ld(argv):
         if kind == '--trace':
             for line in open(path):
                 if line.startswith('I'):
-                    note(int(line[3:].split(',')[0], 16), scenario)
+                    try:
+                        note(int(line[3:].split(',')[0], 16), scenario)
+                    except ValueError:  # a line cut where a trace was split
+                        pass
         else:
             for m in re.finditer(r'\bip=(0x[0-9a-f]+)', open(path).read()):
                 note(int(m.group(1), 16), scenario)
