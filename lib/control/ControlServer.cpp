@@ -84,6 +84,7 @@ struct ControlServer::Impl {
     bool listening = false;
     bool publishing = false;
     struct stat bound {}; // the socket file it made: removed at the end only if it is still that one
+    std::string made_folder; // the socket's folder, when it was made here: removed at the end if empty
 
     Impl(asio::io_context& i, std::string p, Dispatch d, Limits l)
         : io(i), path(std::move(p)), dispatch(std::move(d)), limits(l) {}
@@ -311,8 +312,10 @@ bool ControlServer::Impl::listen(std::string& why) {
         fs::path made;
         for (const auto& part : folder) {
             made /= part;
-            if (::mkdir(made.c_str(), 0700) == 0) ::chmod(made.c_str(), 0700);
-            else if (errno != EEXIST) {
+            if (::mkdir(made.c_str(), 0700) == 0) {
+                ::chmod(made.c_str(), 0700);
+                if (made == folder) made_folder = made.string();
+            } else if (errno != EEXIST) {
                 why = "control socket " + path + ": cannot create " + made.string() + ": " + errnoText(errno);
                 return false;
             }
@@ -458,6 +461,9 @@ void ControlServer::Impl::shutdown() {
     if (bound.st_ino != 0 && ::lstat(path.c_str(), &now) == 0 && now.st_ino == bound.st_ino && now.st_dev == bound.st_dev)
         ::unlink(path.c_str());
     bound = {};
+    // Nothing of the init is left in /run once it is gone (a later init makes it again).
+    if (!made_folder.empty()) ::rmdir(made_folder.c_str());
+    made_folder.clear();
 }
 
 ControlServer::ControlServer(asio::io_context& io, std::string path, Dispatch dispatch)

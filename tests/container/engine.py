@@ -199,6 +199,10 @@ class Engine:
             names = self.run("ps", "-aq", check=False, timeout=30).stdout.split()
             if names:
                 self.run("rm", "-f", *names, check=False, timeout=120)
+            # Its run root is volatile state, as /run is after a reboot: nothing of it is left on
+            # the host once no container runs (its storage stays in the cache).
+            if not any(os.path.ismount(os.path.join(root, d)) for root, dirs, _ in os.walk(self.run_dir) for d in dirs):
+                shutil.rmtree(self.run_dir, ignore_errors=True)
 
     def build_images(self):
         started = time.monotonic()

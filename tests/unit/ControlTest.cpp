@@ -698,6 +698,10 @@ TEST_CASE("the socket is made 0600 in a folder made 0700, and removed by the ser
     CHECK((st.st_mode & 07777) == 0700);
     server.reset();
     CHECK_FALSE(fs::exists(fs::symlink_status(path)));
+    // The socket's own folder, made by it, goes too (as /run/nixproc-init after an init); the one
+    // above stays (made for it, but perhaps shared by then).
+    CHECK_FALSE(fs::exists(dir.path + "/a/b"));
+    CHECK(fs::exists(dir.path + "/a"));
     // Not a file that replaced it meanwhile.
     server = std::make_unique<ControlServer>(io, path, [](Command) { return Reply{}; });
     REQUIRE(server->listen(why));
