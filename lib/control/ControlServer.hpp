@@ -29,7 +29,7 @@ public:
     struct Limits {
         std::size_t max_sessions = 64;
         std::chrono::milliseconds request_deadline{5000};
-        std::size_t max_queued = 256 * 1024; // bytes waiting to be written to one client
+        std::size_t max_queued = 64 * 1024; // memory held for one client's unwritten lines (a deployment's log)
     };
 
     ControlServer(boost::asio::io_context& io, std::string path, Dispatch dispatch);
