@@ -26,6 +26,7 @@ CPACK_S = 240
 # What the package holds (packaging/deb/CPackConfig.cmake), and nothing more.
 FILES = [
     "/usr/sbin/nixproc-init",
+    "/usr/sbin/nixproc-initctl",
     "/usr/share/doc/nixproc-init/README.md",
     "/usr/share/doc/nixproc-init/copyright",
     "/usr/share/nixproc-init/init.yaml",
