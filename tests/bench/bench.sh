@@ -70,6 +70,9 @@ fi
 
 tmp=$(mktemp -d)
 declare -A pid
+# The idle nixproc-init's control socket, its own (not the host's /run/nixproc-init): what the
+# client rows below ask. Exported, not through env(1), whose own exec would count as start-up.
+export NIXPROC_INIT_CONTROL_SOCKET=$tmp/control.sock
 # Stop the idle inits the way Docker does: SIGTERM to the namespace's PID 1.
 trap 'rm -rf "$tmp"; for p in "${pid[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait' EXIT
 
@@ -119,6 +122,21 @@ for i in "${inits[@]}"; do
         "${ctx[$i]}"
 done
 echo "(ratios to tini in parentheses; $(nproc) cores, $(uname -r))"
+
+# A probe's cost: nixproc-initctl started, connected, answered, as Docker's HEALTHCHECK and a
+# Kubernetes exec probe run it, next to starting /bin/true (what any exec probe costs at least).
+echo >&2 "bench: nixproc-initctl against the idle nixproc-init ($RUNS runs each)..."
+ctl="$(realpath "$build/daemon/nixproc-initctl") --socket $tmp/control.sock"
+declare -A probe=([true]=/bin/true [live]="$ctl health --live" [ready]="$ctl health --ready" [status]="$ctl status")
+declare -A probe_ms
+for k in true live ready status; do
+    hyperfine -N --warmup 20 --runs "$RUNS" --export-json "$tmp/probe.$k.json" "${probe[$k]}" >/dev/null 2>&1
+    probe_ms[$k]=$(median_ms "$tmp/probe.$k.json")
+done
+echo
+echo "| client (median, ms, fork + exec + round trip) | /bin/true | health --live | health --ready | status |"
+echo "|---|---|---|---|---|"
+printf '| nixproc-initctl | %s | %s | %s | %s |\n' "${probe_ms[true]}" "${probe_ms[live]}" "${probe_ms[ready]}" "${probe_ms[status]}"
 
 echo >&2 "bench: deployment latency (100 saves, twice)..."
 echo
