@@ -74,8 +74,15 @@ Child::Child(const std::vector<std::string>& argv, const Options& options) {
         // Nor does an init share the host's /run/nixproc-init/control.sock with the tests beside
         // it: the control tests give each init a socket of its own (and initctl reads the same
         // variable, so it is left alone for other programs).
+        // The init named as an argument, or inside a shell script (sh -c '... exec .../nixproc-init -c ...').
         bool runs_init = std::any_of(args.begin(), args.end(), [](const char* a) {
-            return a && std::string_view(a).ends_with("/nixproc-init");
+            if (!a) return false;
+            std::string_view arg(a);
+            for (auto at = arg.find("/nixproc-init"); at != std::string_view::npos; at = arg.find("/nixproc-init", at + 1)) {
+                auto end = at + std::string_view("/nixproc-init").size();
+                if (end == arg.size() || arg[end] == ' ') return true;
+            }
+            return false;
         });
         if (runs_init) ::setenv("NIXPROC_INIT_CONTROL_SOCKET", "", 0);
         for (const auto& kv : options.env) ::putenv(const_cast<char*>(kv.c_str()));
