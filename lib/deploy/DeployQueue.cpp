@@ -728,19 +728,15 @@ struct DeployQueue::Impl {
                 break;
             }
         }
-        s.needed = deploymentNeeded();
-        if (!state.rolled_back_fingerprint.empty()) s.rolled_back = model.fingerprint() == state.rolled_back_fingerprint;
+        // The model is read once per status (a probe every few seconds): both answers come from it.
+        if (auto fingerprint = model.fingerprint()) {
+            s.rolled_back = !state.rolled_back_fingerprint.empty() && *fingerprint == state.rolled_back_fingerprint;
+            // It differs from what was last deployed (and from what a rollback undid), and the
+            // boot policy would deploy it.
+            bool would_deploy = config.deploy.on_boot != OnBoot::Never || state.bootstrapped;
+            s.needed = would_deploy && *fingerprint != state.deployed_fingerprint && !s.rolled_back;
+        }
         return s;
-    }
-
-    // The model differs from what was last deployed (and from what a rollback undid), and the
-    // boot policy would deploy it. Read without blocking, as every read of the model is.
-    bool deploymentNeeded() const {
-        if (config.deploy.on_boot == OnBoot::Never && !state.bootstrapped) return false;
-        auto read = model.read();
-        if (!read.snapshot) return false; // nothing to deploy
-        const std::string& fp = read.snapshot->fingerprint;
-        return fp != state.deployed_fingerprint && fp != state.rolled_back_fingerprint;
     }
 
     std::vector<DeploymentStatus> history(unsigned count) const {
